@@ -1,0 +1,276 @@
+"""Submanifold sparse 3D convolution (PTv3's embedding stem and xCPE positional encoding).
+
+PTv3 calls spconv's ``SubMConv3d``: a 3D convolution evaluated only at the active voxels, whose
+output sites are exactly the input sites. Two backends compute the same thing:
+
+* ``"torch"``: a hashed neighbour map (sorted voxel keys + ``torch.searchsorted``) and one
+  gather-matmul-scatter per kernel offset. Runs anywhere torch runs, supports autograd.
+* ``"spconv"``: spconv 2.x's native rulebook kernels, used when ``spconv.pytorch`` imports.
+
+Convention (checked against spconv 2.3.8): with ``r = k // 2``,
+``out[p] = bias + sum_d W[:, d + r] @ in[p + d]`` for ``d`` in ``[-r, r]^3``, ``p`` and ``d`` in
+``grid_coord`` column order (x, y, z), neighbours only among active voxels of the same batch
+element. ``weight`` has spconv's layout ``(out, kx, ky, kz, in)`` so official state dicts load
+unchanged under either backend.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
+
+import torch
+from torch import nn
+
+
+@functools.cache
+def _spconv_ops():
+    """spconv's low-level ops module, or None when spconv is not installed."""
+    try:
+        from spconv.pytorch import ops
+    except ImportError:
+        return None
+    return ops
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this environment, preferred last (``"auto"`` picks the last one)."""
+    return ["torch", "spconv"] if _spconv_ops() is not None else ["torch"]
+
+
+# --------------------------------------------------------------------------- torch backend
+
+
+@dataclass(frozen=True)
+class NeighbourMap:
+    """For every kernel offset ``j`` (flattened kx, ky, kz), the (output row, input row) pairs
+    with ``grid_coord[in] == grid_coord[out] + d_j`` in the same batch element."""
+
+    num_points: int
+    kernel_size: int
+    out_idx: list[torch.Tensor]
+    in_idx: list[torch.Tensor]
+
+
+def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_size: int) -> NeighbourMap:
+    """Hash the active voxels and look up all ``kernel_size**3`` neighbours of each one.
+
+    Voxel key = ((batch * Dx + x) * Dy + y) * Dz + z (int64) with D the per-axis extent; a
+    neighbour outside [0, D) cannot be active, so it is masked before hashing rather than
+    allowed to alias another voxel's key.
+    """
+    if kernel_size % 2 != 1:
+        raise ValueError(f"submanifold convolution needs an odd kernel size, got {kernel_size}")
+    n = grid_coord.shape[0]
+    device = grid_coord.device
+    radius = kernel_size // 2
+    num_offsets = kernel_size**3
+    out_idx: list[torch.Tensor] = [torch.empty(0, dtype=torch.long, device=device)] * num_offsets
+    in_idx: list[torch.Tensor] = list(out_idx)
+    centre = num_offsets // 2
+    all_rows = torch.arange(n, device=device)
+    out_idx[centre] = in_idx[centre] = all_rows
+    if n == 0:
+        return NeighbourMap(n, kernel_size, out_idx, in_idx)
+
+    coord = grid_coord.long()
+    batch = batch.long()
+    extent = coord.max(0).values + 1
+
+    def key(c: torch.Tensor) -> torch.Tensor:
+        return ((batch * extent[0] + c[:, 0]) * extent[1] + c[:, 1]) * extent[2] + c[:, 2]
+
+    sorted_keys, order = torch.sort(key(coord))
+    for j in range(centre):
+        d = torch.tensor(
+            [j // kernel_size**2 - radius, (j // kernel_size) % kernel_size - radius, j % kernel_size - radius],
+            device=device,
+        )
+        neighbour = coord + d
+        inside = ((neighbour >= 0) & (neighbour < extent)).all(1)
+        query = key(neighbour)
+        pos = torch.searchsorted(sorted_keys, query).clamp_(max=n - 1)
+        found = inside & (sorted_keys[pos] == query)
+        rows = all_rows[found]
+        cols = order[pos[found]]
+        # Offset -d is flattened index K-1-j and relates the same voxel pairs the other way round.
+        out_idx[j], in_idx[j] = rows, cols
+        out_idx[num_offsets - 1 - j], in_idx[num_offsets - 1 - j] = cols, rows
+    return NeighbourMap(n, kernel_size, out_idx, in_idx)
+
+
+def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap) -> torch.Tensor:
+    cout, cin = weight.shape[0], weight.shape[-1]
+    per_offset = weight.reshape(cout, -1, cin)
+    centre = per_offset.shape[1] // 2
+    out = feat @ per_offset[:, centre].T
+    for j, (rows, cols) in enumerate(zip(nmap.out_idx, nmap.in_idx)):
+        if j == centre or rows.numel() == 0:
+            continue
+        out.index_add_(0, rows, feat.index_select(0, cols) @ per_offset[:, j].T)
+    return out
+
+
+# -------------------------------------------------------------------------- spconv backend
+
+
+@functools.cache
+def _patch_spconv_streams_for_cpu() -> None:
+    """spconv's CPU backward asks torch for the current CUDA stream, which raises without a GPU;
+    on CPU the stream handle spconv expects is simply 0."""
+    if torch.cuda.is_available():
+        return
+    for name in ("spconv.pytorch.cppcore", "spconv.pytorch.ops", "spconv.pytorch.hash"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "get_current_stream"):
+            module.get_current_stream = lambda: 0
+
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """spconv 2.3.8's CPU gather-GEMM-scatter races when torch runs more than one thread: with 2
+    threads the parity stem was off by up to 1.28 and results varied run to run, with 1 thread
+    they match a float64 reference to 2e-7. So its CPU kernels run single-threaded."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class SpconvRulebook:
+    num_points: int
+    indice_pairs: torch.Tensor
+    indice_pair_num: torch.Tensor
+
+
+def build_spconv_rulebook(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_size: int) -> SpconvRulebook:
+    ops = _spconv_ops()
+    from spconv.core import ConvAlgo
+
+    indices = torch.cat([batch.view(-1, 1), grid_coord], 1).int().contiguous()
+    spatial_shape = (grid_coord.max(0).values + 1).tolist()
+    batch_size = int(batch.max()) + 1
+    with _one_thread_on_cpu(indices.device):
+        _, pairs, pair_num = ops.get_indice_pairs(
+            indices, batch_size, spatial_shape, ConvAlgo.Native,
+            [kernel_size] * 3, [1] * 3, [0] * 3, [1] * 3, [0] * 3, True, False,
+        )
+    return SpconvRulebook(grid_coord.shape[0], pairs, pair_num)
+
+
+class _SpconvSubMConv(torch.autograd.Function):
+    """spconv's native submanifold conv (no bias), with both passes under ``_one_thread_on_cpu``."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float16)  # as spconv's own Functions
+    def forward(ctx, feat: torch.Tensor, weight: torch.Tensor, pairs: torch.Tensor, pair_num: torch.Tensor):
+        from spconv.core import ConvAlgo
+
+        feat, weight = feat.contiguous(), weight.contiguous()
+        ctx.save_for_backward(feat, weight, pairs, pair_num)
+        with _one_thread_on_cpu(feat.device):
+            return _spconv_ops().indice_conv(
+                feat, weight, pairs, pair_num, feat.shape[0], False, True, algo=ConvAlgo.Native
+            )
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out: torch.Tensor):
+        from spconv.core import ConvAlgo
+
+        feat, weight, pairs, pair_num = ctx.saved_tensors
+        with _one_thread_on_cpu(feat.device):
+            grad_feat, grad_weight = _spconv_ops().indice_conv_backward(
+                feat, weight, grad_out.contiguous(), pairs, pair_num, False, True, algo=ConvAlgo.Native
+            )
+        return grad_feat, grad_weight, None, None
+
+
+# ---------------------------------------------------------------------------------- module
+
+_Entry = TypeVar("_Entry", NeighbourMap, SpconvRulebook)
+
+
+class SubMConv3d(nn.Module):
+    """Submanifold 3D convolution over a batch of voxelised clouds (spconv ``SubMConv3d``).
+
+    ``cache`` (one dict per resolution level) holds the neighbour map / rulebook so that all
+    convolutions of a stage with the same kernel size build it once.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, backend: str = "auto"
+    ) -> None:
+        super().__init__()
+        if backend not in ("auto", "torch", "spconv"):
+            raise ValueError(f"unknown backend {backend!r}; choose auto, torch or spconv")
+        if backend == "spconv" and "spconv" not in available_backends():
+            raise ImportError("backend='spconv' needs spconv (pip install spconv)")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.backend = available_backends()[-1] if backend == "auto" else backend
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same distribution as spconv / nn.Conv3d defaults: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**3)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"bias={self.bias is not None}, backend={self.backend}"
+        )
+
+    def forward(
+        self,
+        feat: torch.Tensor,
+        grid_coord: torch.Tensor,
+        batch: torch.Tensor,
+        cache: dict | None = None,
+    ) -> torch.Tensor:
+        if feat.shape[0] == 0:
+            return feat.new_zeros(0, self.out_channels)
+        cache = {} if cache is None else cache
+        if self.backend == "spconv":
+            rulebook = self._cached(cache, ("spconv_subm", self.kernel_size), feat.shape[0],
+                                    lambda: build_spconv_rulebook(grid_coord, batch, self.kernel_size))
+            _patch_spconv_streams_for_cpu()
+            out = _SpconvSubMConv.apply(feat, self.weight, rulebook.indice_pairs, rulebook.indice_pair_num)
+        else:
+            nmap = self._cached(cache, ("subm", self.kernel_size), feat.shape[0],
+                                lambda: build_neighbour_map(grid_coord, batch, self.kernel_size))
+            out = _torch_subm_conv(feat, self.weight, nmap)
+        # spconv CPU cannot fuse a bias in eval mode; adding it here is the same math everywhere.
+        return out if self.bias is None else out + self.bias.to(out.dtype)
+
+    @staticmethod
+    def _cached(cache: dict, key: tuple, num_points: int, build: Callable[[], _Entry]) -> _Entry:
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = build()
+        elif entry.num_points != num_points:
+            raise ValueError(
+                f"cache entry {key} was built for {entry.num_points} points, got {num_points}: "
+                "use one cache dict per point set"
+            )
+        return entry
