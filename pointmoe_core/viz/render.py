@@ -22,11 +22,14 @@ def height_colors(xyz: np.ndarray) -> np.ndarray:
 
 def render_cloud_png(cloud: PointCloud, path: str | Path, colors: np.ndarray | None = None,
                      width: int = 960, height: int = 720, point_size: float = 2.0,
-                     view_direction: tuple[float, float, float] = (-1.0, -0.8, 0.9)) -> Path:
+                     view_direction: tuple[float, float, float] = (-1.0, -0.8, 0.9),
+                     up: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> Path:
     """Render ``cloud`` to ``path``; colours default to the cloud's rgb, else to height.
 
     The camera looks at the cloud's centre from ``view_direction``, far enough to fit its
-    bounding sphere, so any scale from a tabletop to a LiDAR sweep frames itself.
+    bounding sphere, so any scale from a tabletop to a LiDAR sweep frames itself. The defaults
+    suit z-up frames; a camera optical frame (z forward, y down) wants ``up=(0, -1, 0)`` and a
+    view direction near ``(0, -0.3, -1)``.
     """
     import open3d as o3d
     import open3d.visualization.rendering as rendering
@@ -49,7 +52,7 @@ def render_cloud_png(cloud: PointCloud, path: str | Path, colors: np.ndarray | N
         radius = max(float(np.linalg.norm(high - low)) / 2, 1e-3)
         direction = np.asarray(view_direction, float) / np.linalg.norm(view_direction)
         eye = center + direction * radius * 2.2
-        renderer.setup_camera(45.0, center, eye, [0.0, 0.0, 1.0])
+        renderer.setup_camera(45.0, center, eye, list(up))
         image = renderer.render_to_image()
     finally:
         del renderer
