@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -205,22 +204,16 @@ def format_report(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pointmoe_core.seg.parity --fixture DIR``: exit 0 when within tolerance."""
-    parser = argparse.ArgumentParser(description="Compare our Point-MoE backbone with an official fixture")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``pointmoe parity --fixture DIR [--json]``: exit status 1 above ``--tol``."""
     parser.add_argument("--fixture", required=True,
                         help="directory with *_official.pth, *_meta.json and *_io.npz")
     parser.add_argument("--conv-backend", default="auto", choices=("auto", "torch", "spconv"))
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true", help="print only the JSON result line")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     result = run_parity(args.fixture, conv_backend=args.conv_backend, tol=args.tol, device=args.device)
-    if not args.json:
-        print("\n".join(format_report(result)))
-    print(json.dumps(result))
-    return 0 if result["passed"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print("\n".join(format_report(result)))
+    return {"ok": result["passed"], **result}

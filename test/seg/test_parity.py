@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from pointmoe_core.seg.parity import find_fixture, main, run_parity
+from pointmoe_core.cli import main
+from pointmoe_core.seg.parity import find_fixture, run_parity
 from pointmoe_core.seg.sparse_conv import available_backends
 
 
@@ -36,15 +37,15 @@ def test_official_fixture_parity(fixture_dir, backend):
 
 
 def test_parity_cli_prints_json_and_exits_zero(fixture_dir, capsys):
-    assert main(["--fixture", str(fixture_dir), "--conv-backend", "torch"]) == 0
+    assert main(["parity", "--fixture", str(fixture_dir), "--conv-backend", "torch", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert any(line.strip().startswith("out_feat") for line in lines)
     final = json.loads(lines[-1])
     assert final["max_abs_diff"] < 1e-4 and final["passed"]
 
-    assert main(["--fixture", str(fixture_dir), "--conv-backend", "torch", "--tol", "1e-12", "--json"]) == 1
-    only = capsys.readouterr().out.strip().splitlines()
-    assert len(only) == 1 and json.loads(only[0])["passed"] is False
+    assert main(["parity", "--fixture", str(fixture_dir), "--conv-backend", "torch", "--tol", "1e-12",
+                 "--json"]) == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["passed"] is False
 
 
 def test_find_fixture_reports_missing_files(tmp_path):
