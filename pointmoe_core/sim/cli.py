@@ -1,0 +1,206 @@
+"""``pointmoe sim``: oracle demonstrations and closed-loop evaluation on the LoHoRavens tasks.
+
+    pointmoe sim demos --task T --episodes N --out DIR
+    pointmoe sim eval --task T --planner oracle --episodes 35 [--seed S] [--json]
+
+``demos`` keeps only successful oracle episodes, one ``.npz`` each: the fused cloud of every
+observation (xyz, rgb, semantic label, object id, split by ``frame_offsets``), the instruction,
+the executed pose sequence and the rewards; ``index.json`` lists them. ``eval`` runs a planner
+through the bridge, reports success rate and mean score per task, and draws the first frame with
+the executed pick -> place arrows and a contact sheet of the first episode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .bridge import RavensBridge
+from .env import EnvConfig, TabletopEnv
+from .objects import SEMANTIC_CLASSES
+from .oracle import Oracle
+from .pictures import annotate_steps, contact_sheet, save_png
+from .poses import ActionRefused, PoseStep
+from .tasks import TASKS
+
+Planner = Callable[[TabletopEnv], dict | None]
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    try:
+        return int(height), int(width)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size is HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    demos = actions.add_parser("demos", help="write successful oracle episodes (clouds, labels, poses)")
+    evaluate = actions.add_parser("eval", help="success rate and mean score of a planner per task")
+    for sub, episodes, split in ((demos, 10, "train"), (evaluate, 35, "test")):
+        sub.add_argument("--task", action="append", required=True, choices=[*TASKS, "all"],
+                         help="LoHoRavens task name (repeatable), or 'all'")
+        sub.add_argument("--episodes", type=int, default=episodes, help="episodes per task")
+        sub.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
+        sub.add_argument("--split", choices=("train", "test"), default=split, help="colour split")
+        sub.add_argument("--image-size", type=_image_size, default=(480, 640), metavar="HxW",
+                         help="camera images (intrinsics scale with them)")
+        sub.add_argument("--assets-root", help="Ravens/LoHoRavens assets folder: use the UR5 arm")
+    demos.add_argument("--out", type=Path, required=True, help="output folder")
+    demos.add_argument("--voxel-size", type=float, default=0.005, help="cloud voxel edge in metres (0: off)")
+    evaluate.add_argument("--planner", default="oracle", help="'oracle' (a checkpoint path later)")
+    evaluate.add_argument("--out", type=Path, default=Path("demo_out/sim_eval"), help="folder for the PNGs")
+
+
+def run(args: argparse.Namespace) -> dict:
+    return {"demos": write_demos, "eval": evaluate}[args.action](args)
+
+
+@dataclass
+class Episode:
+    """One closed-loop episode: the steps sent, their rewards, and (if kept) every observation."""
+
+    task: str
+    seed: int
+    instruction: str
+    steps: list[PoseStep] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    observations: list[dict] = field(default_factory=list)
+    score: float = 0.0
+    success: bool = False
+    refused: str = ""  # why the bridge refused the planner's action, if it did
+
+
+def oracle_planner(env: TabletopEnv) -> dict | None:
+    return Oracle(env).act()
+
+
+def make_planner(name: str) -> Planner:
+    if name == "oracle":
+        return oracle_planner
+    raise ValueError(f"planner {name!r}: only 'oracle' is available; loading Pose-DiT checkpoints "
+                     "into the simulator is not implemented yet")
+
+
+def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observations: bool) -> Episode:
+    """Reset with ``seed`` and let ``planner`` act until the env is done or the planner stops."""
+    env: TabletopEnv = bridge.env
+    env.seed(seed)
+    bridge.reset()
+    episode = Episode(env.task.name, seed, env.task.instruction)
+    if keep_observations:
+        episode.observations.append(bridge.obs)
+    done = False
+    while not done:
+        action = planner(env)
+        if action is None:
+            break
+        try:
+            obs, reward, done, _ = bridge.step(action)
+        except ActionRefused as error:
+            episode.refused = str(error)
+            break
+        episode.steps.append(PoseStep(*action["pose0"], *action["pose1"]))
+        episode.rewards.append(float(reward))
+        if keep_observations:
+            episode.observations.append(obs)
+    episode.score, episode.success = env.task.score, env.task.success
+    return episode
+
+
+def _task_names(args: argparse.Namespace) -> list[str]:
+    return list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
+
+
+def _make_env(args: argparse.Namespace, task_name: str) -> TabletopEnv:
+    return TabletopEnv(TASKS[task_name](split=args.split),
+                       EnvConfig(image_size=args.image_size, assets_root=args.assets_root))
+
+
+def write_demos(args: argparse.Namespace) -> dict:
+    """Oracle episodes until ``episodes`` succeed per task (at most 2x + 10 tries)."""
+    index, summary = [], {}
+    for name in _task_names(args):
+        with _make_env(args, name) as env:
+            bridge = RavensBridge(env, voxel_size=args.voxel_size or None)
+            written, tried = 0, 0
+            while written < args.episodes and tried < 2 * args.episodes + 10:
+                seed = args.seed + tried
+                tried += 1
+                episode = run_episode(bridge, seed, oracle_planner, keep_observations=True)
+                if not episode.success:
+                    continue
+                path = _save_episode(args.out / name / f"{name}-{seed:06d}.npz", episode,
+                                     [bridge.cloud(obs) for obs in episode.observations], args.split)
+                index.append({"file": str(path.relative_to(args.out)), "task": name, "seed": seed,
+                              "instruction": episode.instruction, "steps": len(episode.steps),
+                              "score": episode.score})
+                written += 1
+        summary[name] = {"written": written, "tried": tried}
+        print(f"{name}: {written} successful demos of {tried} tried")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "index.json").write_text(json.dumps(
+        {"class_names": list(SEMANTIC_CLASSES), "episodes": index}, indent=1))
+    return {"ok": all(s["written"] == args.episodes for s in summary.values()), "out": str(args.out),
+            "tasks": summary, "episodes": len(index)}
+
+
+def _save_episode(path: Path, episode: Episode, clouds, split: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    steps = np.array([np.concatenate([s.pick_xyz, s.pick_quat, s.place_xyz, s.place_quat])
+                      for s in episode.steps]).reshape(-1, 14)
+    np.savez_compressed(
+        path,
+        task=episode.task, seed=episode.seed, split=split, instruction=episode.instruction,
+        xyz=np.concatenate([c.cloud.xyz for c in clouds]),
+        rgb=np.concatenate([c.cloud.rgb for c in clouds]),
+        label=np.concatenate([c.cloud.label for c in clouds]).astype(np.int16),
+        object_id=np.concatenate([c.object_id for c in clouds]),
+        frame_offsets=np.concatenate([[0], np.cumsum([len(c) for c in clouds])]),
+        class_names=np.array(clouds[0].class_names),
+        pick_xyz=steps[:, 0:3], pick_quat=steps[:, 3:7], place_xyz=steps[:, 7:10], place_quat=steps[:, 10:14],
+        rewards=np.array(episode.rewards), score=episode.score, success=episode.success,
+    )
+    return path
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    planner = make_planner(args.planner)
+    results = {}
+    for name in _task_names(args):
+        with _make_env(args, name) as env:
+            bridge = RavensBridge(env)
+            episodes = [run_episode(bridge, args.seed + i, planner, keep_observations=i == 0)
+                        for i in range(args.episodes)]
+            pictures = _draw_episode(episodes[0], env, args.out / f"{name}")
+        results[name] = {
+            "episodes": len(episodes),
+            "success_rate": float(np.mean([e.success for e in episodes])),
+            "mean_score": float(np.mean([e.score for e in episodes])),
+            "mean_steps": float(np.mean([len(e.steps) for e in episodes])),
+            "refused": sum(bool(e.refused) for e in episodes),
+            **pictures,
+        }
+        print(f"{name}: success {results[name]['success_rate']:.3f}, mean score "
+              f"{results[name]['mean_score']:.3f} over {len(episodes)} episodes ({args.split} colours)")
+    return {
+        "ok": True, "planner": args.planner, "split": args.split, "tasks": results,
+        "success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
+        "mean_score": float(np.mean([r["mean_score"] for r in results.values()])),
+    }
+
+
+def _draw_episode(episode: Episode, env: TabletopEnv, stem: Path) -> dict:
+    """The first frame (front camera) with every executed step, and a contact sheet of the
+    episode with each frame showing the step about to be taken."""
+    camera = env.cameras[0]
+    frames = [obs["color"][0] for obs in episode.observations]
+    first = save_png(annotate_steps(frames[0], camera, episode.steps), f"{stem}_first_frame.png")
+    tiles = [annotate_steps(frame, camera, episode.steps[i:i + 1]) for i, frame in enumerate(frames)]
+    sheet = save_png(contact_sheet(tiles), f"{stem}_episode.png")
+    return {"first_frame_png": str(first), "contact_sheet_png": str(sheet)}

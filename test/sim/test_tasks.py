@@ -1,0 +1,78 @@
+"""Every LoHoRavens task resets, is well posed, and its oracle solves it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pointmoe_core.sim import Oracle
+from pointmoe_core.sim.objects import TEST_COLORS, TRAIN_COLORS
+from pointmoe_core.sim.poses import WORKSPACE_BOUNDS, validate_action
+from pointmoe_core.sim.tasks import TASKS
+
+LOHORAVENS_V1 = [
+    "pick-and-place-primitive", "put-block-into-matching-bowl", "stack-smaller-over-bigger-with-same-color",
+    "stack-block-in-absolute-area", "put-even-blocks-in-same-color-zone", "put-block-into-mismatching-bowl",
+    "stack-blocks-of-same-size", "stack-blocks-with-alternate-color",
+    "stack-smaller-over-bigger-with-same-color-in-same-color-zone", "move-blocks-between-absolute-positions",
+    "stack-blocks-of-same-color",
+]
+
+
+def test_registry_holds_the_eleven_lohoravens_tasks():
+    assert list(TASKS) == LOHORAVENS_V1
+    assert all(TASKS[name].name == name for name in TASKS)
+
+
+@pytest.mark.parametrize("name", LOHORAVENS_V1)
+def test_oracle_solves_task(name, make_env, solve):
+    env = make_env(name)
+    success, score, steps = solve(env, seed=0)
+    assert success and score == pytest.approx(1.0)
+    assert 1 <= steps <= env.task.max_steps
+
+
+@pytest.mark.parametrize("name", LOHORAVENS_V1)
+def test_reset_is_well_posed(name, make_env):
+    """Goals name existing movable objects, the instruction is set, and every oracle action of the
+    whole plan lies inside the workspace (so the bridge would accept it)."""
+    env = make_env(name, split="test")
+    for seed in (1, 2):
+        env.reset(seed)
+        task = env.task
+        assert task.instruction and task.goals and task.score == 0.0 and not task.success
+        assert sum(goal.weight for goal in task.goals) == pytest.approx(1.0)
+        colors = {obj.color for obj in env.objects.values() if obj.color}
+        assert colors <= set(TEST_COLORS)
+        for goal in task.goals:
+            assert all(env.objects[body].movable for body in goal.objects)
+        plan = Oracle(env).plan()
+        assert 1 <= len(plan) <= task.max_steps
+        for step in plan:
+            validate_action({"pose0": (step.pick_xyz, step.pick_quat), "pose1": (step.place_xyz, step.place_quat)},
+                            WORKSPACE_BOUNDS)
+
+
+def test_same_seed_same_scene_and_splits_differ(make_env):
+    train, test = make_env("put-block-into-matching-bowl"), make_env("put-block-into-matching-bowl", split="test")
+    layouts = []
+    for _ in range(2):
+        train.reset(7)
+        layouts.append(sorted((o.color, tuple(np.round(train.object_pose(b)[0], 6))) for b, o in train.objects.items()
+                              if o.kind == "block"))
+    assert layouts[0] == layouts[1]
+    seen_train, seen_test = set(), set()
+    for seed in range(6):
+        train.reset(seed)
+        test.reset(seed)
+        seen_train |= {o.color for o in train.objects.values() if o.color}
+        seen_test |= {o.color for o in test.objects.values() if o.color}
+    assert seen_train <= set(TRAIN_COLORS) and seen_test <= set(TEST_COLORS)
+    assert seen_train & {"yellow", "brown", "gray", "cyan"} and seen_test & {"orange", "purple", "pink", "white"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LOHORAVENS_V1)
+def test_oracle_succeeds_on_20_seeds(name, make_env, solve):
+    env = make_env(name)
+    results = [solve(env, seed)[0] for seed in range(20)]
+    assert np.mean(results) >= 0.95, f"{name}: oracle solved {sum(results)}/20"
