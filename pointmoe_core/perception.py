@@ -1,0 +1,129 @@
+"""What ``perception_node`` and ``pointmoe bag segment`` do, as plain functions.
+
+A PointCloud2 (rclpy or rosbags) goes in; out come the segmented cloud (x, y, z, ``label``,
+``score`` and an RViz-ready ``rgb`` from the class palette), the same cloud coloured by the
+expert that one MoE layer chose, and a summary with the fields of ``SegmentationInfo``. A
+message that cannot be decoded gives no clouds and a summary whose warnings say why, so a
+caller can log it, publish the summary and carry on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pointmoe_core.io import CloudFormatError, PointCloud, cloud_from_msg
+from pointmoe_core.viz.palette import colorize, palette
+
+
+@dataclass
+class InputMapping:
+    """Which message fields feed the model, and how LiDAR intensity is scaled to [0, 1]."""
+
+    use_rgb: bool = True
+    use_intensity: bool = True
+    use_normals: bool = True
+    # "auto": divide by 255 when any value exceeds 1 (8-bit drivers); or a fixed divisor
+    intensity_scale: float | str = "auto"
+
+
+@dataclass
+class SegmentationSummary:
+    """The content of a ``pointmoe_ros/SegmentationInfo`` message, without ROS types."""
+
+    class_names: tuple[str, ...] = ()
+    class_colors_rgb: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
+    class_point_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    inference_time: float = 0.0
+    points_in: int = 0
+    points_dropped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PerceptionResult:
+    segmented: PointCloud | None
+    experts: PointCloud | None
+    summary: SegmentationSummary
+
+
+def scale_intensity(intensity: np.ndarray, scale: float | str) -> np.ndarray:
+    if scale == "auto":
+        scale = 255.0 if intensity.size and float(np.max(intensity)) > 1.0 else 1.0
+    return (intensity / float(scale)).astype(np.float32)
+
+
+def segment_message(msg: Any, segmenter, mapping: InputMapping | None = None,
+                    class_names: list[str] | None = None, expert_layer: str | None = None) -> PerceptionResult:
+    """Segment one PointCloud2; never raises for bad input (the summary's warnings say what failed).
+
+    ``expert_layer`` names the MoE layer whose top-1 expert colours the expert cloud (a name from
+    ``segmenter.model``'s routing, e.g. ``"dec.dec0.block0.attn.proj"``); None means no expert cloud.
+    """
+    mapping = mapping or InputMapping()
+    points_in = int(getattr(msg, "width", 0)) * int(getattr(msg, "height", 0))
+    try:
+        cloud = cloud_from_msg(msg)
+    except CloudFormatError as error:
+        return PerceptionResult(None, None, SegmentationSummary(
+            points_in=points_in, points_dropped=points_in, warnings=[f"invalid PointCloud2: {error}"]))
+    return segment_cloud(cloud, segmenter, mapping, class_names, expert_layer, points_in=points_in)
+
+
+def segment_cloud(cloud: PointCloud, segmenter, mapping: InputMapping | None = None,
+                  class_names: list[str] | None = None, expert_layer: str | None = None,
+                  points_in: int | None = None) -> PerceptionResult:
+    """Segment a decoded cloud; ``points_in`` counts rows before NaN dropping, if known."""
+    mapping = mapping or InputMapping()
+    points_in = len(cloud) if points_in is None else points_in
+    start = time.perf_counter()
+    result = segmenter.predict(
+        cloud.xyz,
+        color=cloud.rgb if mapping.use_rgb else None,
+        normal=cloud.normals if mapping.use_normals else None,
+        strength=(scale_intensity(cloud.intensity, mapping.intensity_scale)
+                  if mapping.use_intensity and cloud.intensity is not None else None),
+        class_names=class_names,
+        return_experts=expert_layer is not None,
+    )
+    elapsed = time.perf_counter() - start
+    warnings = list(result.warnings)
+    keep = result.valid
+    labels, scores = result.labels[keep], result.scores[keep]
+    count = len(result.class_names)
+    segmented = PointCloud(xyz=cloud.xyz[keep], rgb=colorize(labels, count),
+                           label=labels.astype(np.int32), score=scores.astype(np.float32))
+    experts = None
+    if expert_layer is not None:
+        if result.experts and expert_layer in result.experts:
+            expert_ids = result.experts[expert_layer][keep]
+            experts = PointCloud(xyz=segmented.xyz, rgb=colorize(expert_ids, segmenter.config.backbone.num_experts),
+                                 label=expert_ids.astype(np.int32))
+        else:
+            known = sorted(result.experts or ())
+            warnings.append(f"no MoE layer named {expert_layer!r}; layers: {known}")
+    summary = SegmentationSummary(
+        class_names=tuple(result.class_names),
+        class_colors_rgb=palette(count),
+        class_point_counts=np.bincount(labels[labels >= 0], minlength=count).astype(np.uint32),
+        inference_time=elapsed,
+        points_in=points_in,
+        points_dropped=points_in - int(keep.sum()),
+        warnings=warnings,
+    )
+    return PerceptionResult(segmented, experts, summary)
+
+
+def info_fields(summary: SegmentationSummary) -> dict[str, Any]:
+    """``SegmentationInfo`` fields but the header, as Python and numpy values."""
+    return {
+        "class_names": list(summary.class_names),
+        "class_colors_rgb": np.ascontiguousarray(summary.class_colors_rgb, np.uint8).reshape(-1),
+        "class_point_counts": np.asarray(summary.class_point_counts, np.uint32),
+        "inference_time": float(summary.inference_time),
+        "points_in": int(summary.points_in),
+        "points_dropped": int(summary.points_dropped),
+        "warnings": list(summary.warnings),
+    }

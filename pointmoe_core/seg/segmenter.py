@@ -1,0 +1,342 @@
+"""``Segmenter``: Point-MoE semantic segmentation of raw point clouds (Pointcept's test-time path).
+
+``Segmenter.predict(coord, color=None, normal=None, strength=None, class_names=None)`` labels
+every input point. The steps follow Pointcept's ``SemSegTester`` and the official test pipeline
+(``InputConfig`` of the model's config):
+
+1. rows with NaN or Inf in any given attribute are dropped: they never reach the network and get
+   label -1, score 0 and ``valid`` False (a warning gives their count);
+2. ``PointClip`` / ``CenterShift`` as configured, colour ``/127.5 - 1``; normals the model wants but
+   the cloud lacks are estimated with open3d, missing colour is fed as mid-grey and missing
+   strength as 0 (each with a warning);
+3. GridSample in test mode: fragment i holds the i-th point of every voxel. ``max_fragments``
+   fragments run (default 1: one point per voxel, and every point takes its voxel's prediction);
+   with more, each point covered by a fragment gets the mean of its own softmax outputs, as in
+   Pointcept's tester, and the rest take their voxel's mean;
+4. above ``max_points`` voxels a seeded random subset of ``max_points`` voxels runs, and every other
+   voxel takes the prediction of its nearest voxel that ran (a warning says so);
+5. the backbone's serialization-order shuffles (which the official code does in eval too) draw
+   from a generator seeded with ``seed``, so the same input gives the same output.
+
+``class_names`` chooses the vocabulary per call: names in the model's class table use its stored
+embeddings, new names are encoded by the ``TextEncoder`` of the config's text source.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .convert import load_segmentor, save_checkpoint
+from .head import LanguageGuidedHead
+from .model import InputConfig, PointMoESegmentor, SegmentorConfig, load_config
+from .ptv3 import SerializedPooling
+from .text import TextEncoder
+from .transforms import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
+
+ArrayLike = Any  # numpy array, torch tensor or nested sequence
+
+
+@dataclass
+class SegResult:
+    """Per-input-point predictions (length N = number of input rows, duplicates and NaN rows included)."""
+
+    labels: np.ndarray  # (N,) int64 index into class_names; -1 for dropped rows
+    scores: np.ndarray  # (N,) float32 softmax probability of the label; 0 for dropped rows
+    class_names: tuple[str, ...]
+    valid: np.ndarray  # (N,) bool; False = dropped (NaN/Inf), never seen by the network
+    experts: dict[str, np.ndarray] | None = None  # MoE layer -> (N,) top-1 expert id, -1 for dropped rows
+    warnings: list[str] = field(default_factory=list)
+    num_voxels: int = 0  # voxels of the valid points at the model's grid size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Segmenter:
+    """Inference wrapper around a ``PointMoESegmentor`` (eval mode, no gradients)."""
+
+    def __init__(
+        self,
+        model: PointMoESegmentor,
+        device: str | torch.device = "cpu",
+        text_encoder: TextEncoder | None = None,
+        max_points: int = 200_000,
+        max_fragments: int = 1,
+        seed: int = 0,
+        normal_radius: float = 0.1,
+        normal_max_nn: int = 30,
+        input: InputConfig | None = None,
+    ) -> None:
+        if max_points < 1 or max_fragments < 1:
+            raise ValueError("max_points and max_fragments must be at least 1")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config: SegmentorConfig = model.config
+        # e.g. OUTDOOR_INPUT for LiDAR scans through the indoor+outdoor Point-MoE-L
+        self.input = input or self.config.input
+        if self.input.in_channels != self.config.backbone.in_channels:
+            raise ValueError(f"input feat_keys {self.input.feat_keys} give {self.input.in_channels} channels, "
+                             f"the backbone takes {self.config.backbone.in_channels}")
+        self.text_encoder = text_encoder or TextEncoder(self.config.text, self.device)
+        self.max_points = max_points
+        self.max_fragments = max_fragments
+        self.seed = seed
+        self.normal_radius = normal_radius
+        self.normal_max_nn = normal_max_nn
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: str | Path | SegmentorConfig = "tiny", device: str | torch.device = "cpu",
+                    **options: Any) -> "Segmenter":
+        """An untrained model (preset name, YAML file or config); its class table is encoded now."""
+        segmenter = cls(PointMoESegmentor(load_config(config)), device, **options)
+        if isinstance(segmenter.model.head, LanguageGuidedHead):
+            segmenter.model.head.set_class_embedding(segmenter.text_encoder.encode(segmenter.config.class_names))
+        return segmenter
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        config: str | Path | SegmentorConfig | None = None, allow_pickle: bool = False,
+                        **options: Any) -> "Segmenter":
+        """Our checkpoint, or an official Pointcept / point_moe one given its ``config`` (e.g. ``"L"``)."""
+        return cls(load_segmentor(path, config, allow_pickle), device, **options)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model in our checkpoint format (config, class names and text source included)."""
+        return save_checkpoint(path, self.model.state_dict(), self.config)
+
+    # ---- prediction -------------------------------------------------------------------------
+    def predict(
+        self,
+        coord: ArrayLike,
+        color: ArrayLike | None = None,
+        normal: ArrayLike | None = None,
+        strength: ArrayLike | None = None,
+        class_names: Sequence[str] | None = None,
+        return_experts: bool = False,
+    ) -> SegResult:
+        """Label every row of ``coord`` (N, 3).
+
+        ``color`` (N, 3) in [0, 255] (floats that are all <= 1 are read as [0, 1]); ``normal``
+        (N, 3); ``strength`` (N,) LiDAR intensity in [0, 1]; ``class_names`` the vocabulary (default
+        the model's); ``return_experts`` adds each MoE layer's top-1 expert per point.
+        """
+        coord = _rows(coord, "coord", None, 3)
+        n = len(coord)
+        parts = {"color": _rows(color, "color", n, 3), "normal": _rows(normal, "normal", n, 3),
+                 "strength": _rows(strength, "strength", n, 1)}
+        names, table, columns = self._vocabulary(class_names)
+        valid = np.isfinite(coord).all(1)
+        for value in parts.values():
+            if value is not None:
+                valid &= np.isfinite(value).all(1)
+        result = SegResult(np.full(n, -1, np.int64), np.zeros(n, np.float32), names, valid,
+                           {} if return_experts else None)
+        if not valid.all():
+            result.warnings.append(f"dropped {int((~valid).sum())} of {n} points with NaN/Inf values "
+                                   "(label -1, score 0)")
+        keep = np.flatnonzero(valid)
+        if len(keep) == 0:
+            return result
+
+        raw_xyz = coord[keep]
+        inputs = self._prepare(raw_xyz, {k: None if v is None else v[keep] for k, v in parts.items()},
+                               result.warnings)
+        grid = grid_sample(inputs["coord"], self.input.grid_size)
+        result.num_voxels = grid.num_voxels
+        run, source = self._voxels_to_run(grid, result.warnings)
+        labels, scores, experts = self._run_fragments(grid, run, source, inputs, raw_xyz, table, columns,
+                                                      return_experts, result.warnings)
+        result.labels[keep], result.scores[keep] = labels, scores
+        if experts is not None:
+            for layer, ids in experts.items():
+                result.experts[layer] = np.full(n, -1, np.int64)
+                result.experts[layer][keep] = ids
+        return result
+
+    def _vocabulary(self, class_names: Sequence[str] | None
+                    ) -> tuple[tuple[str, ...], torch.Tensor | None, list[int] | None]:
+        """Names, plus a class table for the language head or logit columns for the linear head."""
+        stored = self.config.class_names
+        if class_names is None:
+            return stored, None, None
+        names = tuple(class_names)
+        if not names or not all(isinstance(name, str) for name in names):
+            raise ValueError("class_names must be a non-empty sequence of strings")
+        row = {}
+        for i, name in enumerate(stored):
+            row.setdefault(name, i)
+        new = [name for name in names if name not in row]
+        head = self.model.head
+        if not isinstance(head, LanguageGuidedHead):
+            if new:
+                raise ValueError(f"this model has a closed-set linear head; unknown classes {new}")
+            return names, None, [row[name] for name in names]
+        stored_table = head.class_embedding
+        encoded = dict(zip(new, self.text_encoder.encode(new).to(stored_table))) if new else {}
+        if new and len(encoded[new[0]]) != stored_table.shape[1]:
+            raise ValueError(f"text source {self.config.text.source!r} gives {len(encoded[new[0]])}-d embeddings "
+                             f"but the head expects {stored_table.shape[1]}-d: configure the text model the "
+                             "class table was made with to encode new class names")
+        table = torch.stack([stored_table[row[name]] if name in row else encoded[name] for name in names])
+        return names, table, None
+
+    def _prepare(self, xyz: np.ndarray, parts: dict[str, np.ndarray | None],
+                 warnings: list[str]) -> dict[str, np.ndarray | None]:
+        """Coordinates and per-point features as the model's input pipeline wants them."""
+        spec = self.input
+        xyz = xyz.astype(np.float32)
+        if spec.point_clip is not None:
+            xyz = np.clip(xyz, spec.point_clip[:3], spec.point_clip[3:]).astype(np.float32)
+        if spec.center_shift:
+            xyz = center_shift(xyz, apply_z=True)
+        wanted = set(spec.feat_keys)
+        inputs: dict[str, np.ndarray | None] = {"coord": xyz, "normal": None}
+        if "color" in wanted:
+            color = parts["color"]
+            if color is None:
+                warnings.append("no colour given: fed as mid-grey")
+                inputs["color"] = np.zeros((len(xyz), 3), np.float32)
+            else:
+                if np.issubdtype(color.dtype, np.floating) and color.max(initial=0.0) <= 1.0:
+                    color = color * 255.0
+                inputs["color"] = normalize_color(color)
+        if "normal" in wanted:
+            if parts["normal"] is None:
+                warnings.append("no normals given: estimated with open3d")
+            else:
+                inputs["normal"] = parts["normal"].astype(np.float32)
+        if "strength" in wanted:
+            if parts["strength"] is None:
+                warnings.append("no strength given: fed as 0")
+                inputs["strength"] = np.zeros((len(xyz), 1), np.float32)
+            else:
+                inputs["strength"] = parts["strength"].astype(np.float32)
+        return inputs
+
+    def _voxels_to_run(self, grid: VoxelGrid, warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Voxels that go through the network and, for every voxel, the row of ``run`` it takes."""
+        if grid.num_voxels <= self.max_points:
+            everything = np.arange(grid.num_voxels)
+            return everything, everything
+        from scipy.spatial import cKDTree  # only oversized clouds need it
+
+        rng = np.random.default_rng(self.seed)
+        run = np.sort(rng.choice(grid.num_voxels, self.max_points, replace=False))
+        voxel_coord = grid.grid_coord[grid.order[grid.start]]
+        _, source = cKDTree(voxel_coord[run]).query(voxel_coord, k=1)
+        warnings.append(f"{grid.num_voxels} voxels > max_points={self.max_points}: the network ran on "
+                        f"{self.max_points} random voxels, the others took their nearest one's label")
+        return run, source.astype(np.int64)
+
+    def _run_fragments(self, grid: VoxelGrid, run: np.ndarray, source: np.ndarray,
+                       inputs: dict[str, np.ndarray | None], raw_xyz: np.ndarray,
+                       table: torch.Tensor | None, columns: list[int] | None, return_experts: bool,
+                       warnings: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+        num_fragments = min(self.max_fragments, grid.num_fragments)
+        voxel_probs: np.ndarray | None = None
+        point_probs: np.ndarray | None = None
+        hits = np.zeros(len(raw_xyz), np.int64)
+        voxel_experts = None
+        for fragment in range(num_fragments):
+            rows = grid.fragment(fragment)[run]
+            want_experts = return_experts and fragment == 0
+            probs, experts = self._forward(rows, grid, inputs, raw_xyz, table, columns, want_experts)
+            if voxel_probs is None:
+                voxel_probs = np.zeros_like(probs)
+            voxel_probs += probs
+            if num_fragments > 1:
+                if point_probs is None:
+                    point_probs = np.zeros((len(raw_xyz), probs.shape[1]), np.float32)
+                point_probs[rows] += probs
+                hits[rows] += 1
+            if want_experts:
+                voxel_experts = experts
+        if 1 < num_fragments < grid.num_fragments:
+            warnings.append(f"ran {num_fragments} of {grid.num_fragments} fragments; points outside them "
+                            "took their voxel's mean prediction")
+
+        row_of_point = source[grid.voxel]
+        labels = voxel_probs.argmax(1)[row_of_point]
+        scores = (voxel_probs.max(1) / num_fragments).astype(np.float32)[row_of_point]
+        covered = np.flatnonzero(hits)
+        if len(covered):
+            own = point_probs[covered] / hits[covered, None]
+            labels[covered] = own.argmax(1)
+            scores[covered] = own.max(1)
+        experts = None
+        if voxel_experts is not None:
+            experts = {layer: ids[row_of_point] for layer, ids in voxel_experts.items()}
+        return labels, scores, experts
+
+    def _forward(self, rows: np.ndarray, grid: VoxelGrid, inputs: dict[str, np.ndarray | None],
+                 raw_xyz: np.ndarray, table: torch.Tensor | None, columns: list[int] | None,
+                 want_experts: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Softmax (V, M) of one fragment and, optionally, each MoE layer's top-1 expert per row."""
+        features = []
+        for key in self.input.feat_keys:
+            if key == "normal" and inputs["normal"] is None:
+                features.append(estimate_normals(raw_xyz[rows], self.normal_radius, self.normal_max_nn))
+            else:
+                features.append(inputs[key][rows].reshape(len(rows), -1))
+        device = self.device
+        data = dict(
+            coord=torch.from_numpy(inputs["coord"][rows]).to(device),
+            grid_coord=torch.from_numpy(grid.grid_coord[rows]).to(device),
+            feat=torch.from_numpy(np.concatenate(features, 1).astype(np.float32)).to(device),
+            offset=torch.tensor([len(rows)], device=device),
+            grid_size=self.input.grid_size,
+        )
+        pool_inverses: dict[int, torch.Tensor] = {}
+        hooks = []
+        if want_experts:
+            for stage, module in enumerate(self.model.backbone.enc.values()):
+                down = getattr(module, "down", None)
+                if isinstance(down, SerializedPooling):
+                    hooks.append(down.register_forward_hook(
+                        lambda _m, _i, out, stage=stage: pool_inverses.__setitem__(stage, out.pooling_inverse)))
+        generator = torch.Generator().manual_seed(self.seed)
+        try:
+            with torch.no_grad():
+                logits = self.model(data, text_embedding=table, generator=generator)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if columns is not None:
+            logits = logits[:, columns]
+        probs = torch.softmax(logits.float(), -1).cpu().numpy()
+        if not want_experts:
+            return probs, None
+        # routing rows follow each stage's storage order: compose the pooling inverses back to stage 0
+        stage_row = {0: torch.arange(len(rows), device=device)}
+        for stage in sorted(pool_inverses):
+            stage_row[stage] = pool_inverses[stage][stage_row[stage - 1]]
+        experts = {}
+        for layer, topk in self.model.backbone.routing().items():
+            stage = int(re.match(r"(?:enc\.enc|dec\.dec)(\d+)\.", layer).group(1))
+            experts[layer] = topk[:, 0][stage_row[stage]].cpu().numpy()
+        return probs, experts
+
+
+def _rows(value: ArrayLike | None, name: str, n: int | None, width: int) -> np.ndarray | None:
+    """``value`` as an (n, width) float array (torch tensors and sequences accepted)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {array.dtype}")
+    if array.size == 0 and (n is None or n == 0):
+        return np.zeros((0, width), np.float64)
+    if width == 1 and array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != width or (n is not None and array.shape[0] != n):
+        expected = f"({n if n is not None else 'N'}, {width})"
+        raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
