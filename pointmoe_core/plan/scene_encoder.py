@@ -1,0 +1,162 @@
+"""Condition encoder for Pose-DiT: scene object tokens + instruction tokens.
+
+3D-MoE (after LEO) describes a scene as one token per object: each object's points, centred and
+scaled into the unit ball, go through PointNet++, and the object's location (bounding-box centre
+and size) is added back as an embedding, since normalising the points removed it. Objects come
+from the cloud's instance ids, at most 60 of them. At this stage the instruction is embedded by
+the offline MiniLM sentence encoder; later the 3D-MoE LLM's hidden states replace both, which is
+why everything downstream only sees ``condition tokens (B, L, D) + mask`` (True = real token).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import YamlConfig
+from .pointnet2 import PointNet2Config, PointNet2Encoder
+from .pose_sequence import WORKSPACE_BOUNDS, normalize_xyz
+
+LOCATION_DIM = 6  # bounding-box centre + size
+
+
+@dataclass
+class SceneObjects:
+    """The objects of one scene, ready for the encoder.
+
+    ``points`` (M, P, 3 + C): per object, P of its points, centred on the mean of all its points
+    and scaled into the unit ball, then C feature channels (colour in [-1, 1]);
+    ``locations`` (M, 6): bounding-box centre and size in metres;
+    ``instance_ids`` (M,): which instance each object is.
+    """
+
+    points: torch.Tensor
+    locations: torch.Tensor
+    instance_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+
+def objects_from_cloud(
+    xyz: torch.Tensor | np.ndarray,
+    colors: torch.Tensor | np.ndarray,
+    instance_ids: torch.Tensor | np.ndarray,
+    points_per_object: int = 1024,
+    max_objects: int = 60,
+    generator: torch.Generator | None = None,
+) -> SceneObjects:
+    """Split a cloud (N, 3) with colours (N, 3) (uint8, or floats in [0, 1]) into objects.
+
+    Negative instance ids (background, table) are skipped. Objects beyond ``max_objects`` are
+    dropped smallest first: tiny fragments carry the least for the planner. Each object is
+    resampled to ``points_per_object`` points; repeating points of a small object leaves FPS,
+    ball query and max-pooling unchanged.
+    """
+    xyz, instance_ids = torch.as_tensor(xyz).float(), torch.as_tensor(instance_ids)
+    colors = torch.as_tensor(colors)
+    colors = colors.float() / 255 if colors.dtype == torch.uint8 else colors.float()
+    ids, counts = instance_ids[instance_ids >= 0].unique(return_counts=True)
+    if len(ids) > max_objects:
+        ids = ids[counts.argsort(descending=True, stable=True)[:max_objects]].sort().values
+    points, locations = [], []
+    for instance in ids:
+        member = (instance_ids == instance).nonzero().squeeze(1)
+        if len(member) >= points_per_object:
+            pick = torch.randperm(len(member), generator=generator)[:points_per_object]
+        else:  # every point once, then random repeats
+            extra = torch.randint(len(member), (points_per_object - len(member),), generator=generator)
+            pick = torch.cat([torch.arange(len(member)), extra])
+        whole = xyz[member]
+        low, high = whole.amin(0), whole.amax(0)
+        locations.append(torch.cat([(low + high) / 2, high - low]))
+        # centre and scale from all points, so they do not depend on which points were sampled
+        mean = whole.mean(0)
+        radius = (whole - mean).norm(dim=-1).max().clamp_min(1e-6)  # a one-point object stays at 0
+        points.append(torch.cat([(whole[pick] - mean) / radius, 2 * colors[member[pick]] - 1], dim=-1))
+    if not points:
+        return SceneObjects(xyz.new_zeros(0, points_per_object, 3 + colors.shape[1]),
+                            xyz.new_zeros(0, LOCATION_DIM), ids)
+    return SceneObjects(torch.stack(points), torch.stack(locations), ids)
+
+
+def pad_scenes(scenes: Sequence[SceneObjects]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch scenes with different object counts: points (B, M, P, C), locations (B, M, 6), mask (B, M)."""
+    m = max(len(s) for s in scenes)
+    p, c = scenes[0].points.shape[1:]
+    points = scenes[0].points.new_zeros(len(scenes), m, p, c)
+    locations = scenes[0].locations.new_zeros(len(scenes), m, LOCATION_DIM)
+    mask = torch.zeros(len(scenes), m, dtype=torch.bool)
+    for i, s in enumerate(scenes):
+        points[i, : len(s)], locations[i, : len(s)], mask[i, : len(s)] = s.points, s.locations, True
+    return points, locations, mask
+
+
+@dataclass
+class ConditionEncoderConfig(YamlConfig):
+    hidden_size: int = 256  # width D of the condition tokens
+    text_dim: int = 384  # all-MiniLM-L6-v2
+    max_objects: int = 60
+    points_per_object: int = 1024
+    pointnet: PointNet2Config = field(default_factory=PointNet2Config)
+    # object centres are scaled like the poses (to [-1, 1] over these bounds) so that "the pose
+    # is at that object" is the same number on both sides of the cross-attention
+    location_bounds: tuple[tuple[float, float], ...] = WORKSPACE_BOUNDS
+
+    def __post_init__(self) -> None:
+        self.location_bounds = tuple(tuple(b) for b in self.location_bounds)
+
+
+class SceneEncoder(nn.Module):
+    """Per-object tokens: PointNet++ feature + location embedding, width D."""
+
+    def __init__(self, config: ConditionEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_size
+        self.pointnet = PointNet2Encoder(config.pointnet)
+        self.feature_proj = nn.Linear(config.pointnet.out_dim, d)
+        self.location_embed = nn.Sequential(nn.Linear(LOCATION_DIM, d), nn.GELU(), nn.Linear(d, d))
+
+    def normalize_locations(self, locations: torch.Tensor) -> torch.Tensor:
+        bounds = torch.as_tensor(self.config.location_bounds, dtype=locations.dtype, device=locations.device)
+        centre = normalize_xyz(locations[..., :3], self.config.location_bounds)
+        return torch.cat([centre, 2 * locations[..., 3:] / (bounds[:, 1] - bounds[:, 0])], dim=-1)
+
+    def forward(self, points: torch.Tensor, locations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """points (B, M, P, 3 + C), locations (B, M, 6), mask (B, M) -> tokens (B, M, D)."""
+        tokens = points.new_zeros(*mask.shape, self.config.hidden_size)
+        if mask.any():
+            # only real objects go through PointNet++, so padding never enters BatchNorm statistics
+            real = points[mask]
+            features = self.pointnet(real[..., :3], real[..., 3:] if real.shape[-1] > 3 else None)
+            tokens[mask] = self.feature_proj(features)
+        return tokens + self.location_embed(self.normalize_locations(locations))
+
+
+class ConditionEncoder(nn.Module):
+    """Scene object tokens and instruction tokens -> ``(tokens (B, L, D), mask (B, L))``."""
+
+    def __init__(self, config: ConditionEncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ConditionEncoderConfig()
+        self.scene = SceneEncoder(config)
+        self.text_proj = nn.Linear(config.text_dim, config.hidden_size)
+        # tells the planner which tokens are objects and which are words
+        self.type_embed = nn.Parameter(torch.zeros(2, config.hidden_size))
+        nn.init.normal_(self.type_embed, std=0.02)
+
+    def forward(
+        self,
+        object_points: torch.Tensor,
+        object_locations: torch.Tensor,
+        object_mask: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scene = self.scene(object_points, object_locations, object_mask) + self.type_embed[0]
+        text = self.text_proj(text_tokens) + self.type_embed[1]
+        return torch.cat([scene, text], dim=1), torch.cat([object_mask, text_mask], dim=1)

@@ -1,0 +1,107 @@
+"""Fitting Pose-DiT to oracle demos, and the planner's poses going through the simulator bridge."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
+from pointmoe_core.plan.pose_sequence import PoseSequence
+from pointmoe_core.plan.train_pose_dit import FitConfig, fit, load_demo_frames, object_instances
+
+CLASS_NAMES = ("table", "robot", "smaller red block", "green bowl")
+
+
+def write_demo(path, seed: int, steps: int):
+    """One episode in the layout ``pointmoe sim demos`` writes: a cloud per frame (steps + 1)."""
+    rng = np.random.default_rng(seed)
+    xyz, rgb, label, body, offsets = [], [], [], [], [0]
+    for _ in range(steps + 1):
+        parts = [  # (points, class, body id)
+            (np.c_[rng.uniform(0.25, 0.75, 300), rng.uniform(-0.5, 0.5, 300), np.zeros(300)], 0, 1),
+            (rng.normal([0.5, 0.6, 0.3], 0.01, (20, 3)), 1, 2),
+            (rng.normal([0.4, 0.1, 0.02], 0.01, (50, 3)), 2, 5),
+            (rng.normal([0.6, -0.2, 0.02], 0.03, (80, 3)), 3, 6),
+        ]
+        for points, cls, body_id in parts:
+            xyz.append(points)
+            rgb.append(np.full((len(points), 3), 40 * cls, np.uint8))
+            label.append(np.full(len(points), cls))
+            body.append(np.full(len(points), body_id))
+        offsets.append(offsets[-1] + sum(len(p[0]) for p in parts))
+    pick = rng.uniform([0.3, -0.4, 0.02], [0.7, 0.4, 0.05], (steps, 3))
+    place = rng.uniform([0.3, -0.4, 0.02], [0.7, 0.4, 0.05], (steps, 3))
+    quat = np.tile([0.0, 0.0, 0.0, 1.0], (steps, 1))
+    np.savez_compressed(
+        path, task="pick-and-place-primitive", seed=seed, split="train", instruction=f"demo {seed}",
+        xyz=np.concatenate(xyz).astype(np.float32), rgb=np.concatenate(rgb),
+        label=np.concatenate(label).astype(np.int16), object_id=np.concatenate(body).astype(np.int32),
+        frame_offsets=np.array(offsets), class_names=np.array(CLASS_NAMES),
+        pick_xyz=pick, pick_quat=quat, place_xyz=place, place_quat=quat,
+        rewards=np.ones(steps), score=1.0, success=True,
+    )
+
+
+@pytest.fixture
+def demo_dir(tmp_path):
+    episodes = []
+    for seed, steps in ((0, 1), (1, 3)):
+        name = f"task/ep{seed}.npz"
+        (tmp_path / "task").mkdir(exist_ok=True)
+        write_demo(tmp_path / name, seed, steps)
+        episodes.append({"file": name, "task": "task", "seed": seed, "steps": steps})
+    (tmp_path / "index.json").write_text(json.dumps({"class_names": CLASS_NAMES, "episodes": episodes}))
+    return tmp_path
+
+
+def test_every_frame_with_steps_left_is_a_sample(demo_dir):
+    frames = load_demo_frames(demo_dir)
+    assert [len(f.remaining) for f in frames] == [1, 3, 2, 1]  # the final frames have nothing left
+    with np.load(demo_dir / "task/ep1.npz") as demo:
+        assert frames[2].remaining.steps[0].pick_xyz == tuple(demo["pick_xyz"][1])
+        assert frames[2].remaining.steps[-1].place_xyz == tuple(demo["place_xyz"][2])
+    assert frames[1].instruction == "demo 1" and frames[1].remaining.planner == "oracle"
+    # table (body 1) and robot (body 2) are background; the block and the bowl are objects
+    assert set(np.unique(frames[0].instance_ids).tolist()) == {-1, 5, 6}
+    assert len(frames[0].xyz) == 450
+
+
+def test_object_instances():
+    label = np.array([0, 1, 2, 3, -1])
+    body = np.array([10, 11, 12, 13, 14])
+    assert object_instances(label, body, CLASS_NAMES).tolist() == [-1, -1, 12, 13, -1]
+
+
+def test_fit_lowers_the_loss(demo_dir, tiny_planner_config, hash_text):
+    torch.manual_seed(0)
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), text_encoder=hash_text)
+    seen = []
+    history = fit(planner, load_demo_frames(demo_dir), FitConfig(steps=60, batch_size=8, lr=3e-3, warmup_steps=5),
+                  on_step=lambda step, losses: seen.append((step, set(losses))))
+    assert len(history) == 60 and seen[-1] == (59, {"loss", "pose_loss", "stop_loss"})
+    assert np.mean(history[-10:]) < np.mean(history[:10]) / 3
+    assert not planner.training
+
+
+def test_planner_poses_execute_through_the_sim_bridge(hash_text, tiny_planner_config):
+    pytest.importorskip("pybullet")
+    from pointmoe_core.sim import EnvConfig, Oracle, RavensBridge, TabletopEnv
+    from pointmoe_core.sim.tasks import TASKS
+
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), text_encoder=hash_text).eval()
+    with TabletopEnv(TASKS["pick-and-place-primitive"](split="train"), EnvConfig(image_size=(60, 80))) as env:
+        env.seed(0)
+        bridge = RavensBridge(env)
+        scene = bridge.reset()
+        ids = object_instances(scene.cloud.label, scene.object_id, scene.class_names)
+        assert len(np.unique(ids[ids >= 0])) >= 2  # the cameras see the objects
+        plan = planner.plan(scene.cloud.xyz, scene.cloud.rgb, ids, bridge.instruction)
+        result = bridge.execute(plan)  # an untrained plan: it must execute, not succeed
+        assert 1 <= result.steps_sent <= len(plan)
+        # the oracle's plan, as a PoseSequence, runs through the same path and solves the task
+        env.seed(1)
+        bridge.reset()
+        oracle = PoseSequence.from_ravens_actions(
+            [{"pose0": (s.pick_xyz, s.pick_quat), "pose1": (s.place_xyz, s.place_quat)} for s in Oracle(env).plan()])
+        bridge.execute(oracle)
+        assert env.task.success
