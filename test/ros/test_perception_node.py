@@ -1,0 +1,89 @@
+"""perception_node over real Fast DDS (loopback): lifecycle, a real scan, a malformed cloud, params-file."""
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from pointmoe_core.io import cloud_from_msg, msg_from_cloud, read_kitti_bin
+
+pytestmark = pytest.mark.ros
+CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
+
+
+def _call(rclpy, node, client, request, seconds=60):
+    assert client.wait_for_service(timeout_sec=30), f"service {client.srv_name} not available"
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=seconds)
+    assert future.done(), f"no answer from {client.srv_name}"
+    return future.result()
+
+
+def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, shared_data, tmp_path):
+    rclpy = rclpy_context
+    from lifecycle_msgs.srv import ChangeState
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    from pointmoe_ros.msg import SegmentationInfo
+
+    params = tmp_path / "perception.yaml"
+    params.write_text((ros_install / "share/pointmoe_ros/config/perception.yaml").read_text()
+                      .replace("intensity_scale: auto", "intensity_scale: '1.0'"))
+    node_process = subprocess.Popen(
+        [str(ros_install / "lib/pointmoe_ros/perception_node"), "--ros-args", "--params-file", str(params)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = rclpy.create_node("perception_node_test")
+    try:
+        segmented, infos = [], []
+        node.create_subscription(PointCloud2, "/perception_node/output/segmented", segmented.append, 10)
+        node.create_subscription(SegmentationInfo, "/perception_node/output/info", infos.append, 10)
+        publisher = node.create_publisher(PointCloud2, "/perception_node/input/points", qos_profile_sensor_data)
+        change = node.create_client(ChangeState, "/perception_node/change_state")
+        get_params = node.create_client(GetParameters, "/perception_node/get_parameters")
+
+        answer = _call(rclpy, node, get_params, GetParameters.Request(names=["intensity_scale", "max_points"]))
+        assert [v.string_value for v in answer.values[:1]] == ["1.0"]  # the params file is honoured
+        assert answer.values[1].integer_value == 200_000
+        for transition in (CONFIGURE, ACTIVATE):
+            request = ChangeState.Request()
+            request.transition.id = transition
+            assert _call(rclpy, node, change, request).success
+
+        scan = read_kitti_bin(shared_data / "semantickitti/sequences/00/velodyne/000000.bin")[::8]
+        good = msg_from_cloud(scan, ("velodyne", 1.0), msg_class=PointCloud2)
+
+        def publish_until(condition, msg, what):
+            deadline = time.monotonic() + 90
+            while not condition() and time.monotonic() < deadline:
+                publisher.publish(msg)
+                end = time.monotonic() + 3.0
+                while not condition() and time.monotonic() < end:
+                    rclpy.spin_once(node, timeout_sec=0.1)
+            assert condition(), f"no answer for {what}"
+
+        publish_until(lambda: segmented and infos, good, "a segmented scan")
+        labels = cloud_from_msg(segmented[-1]).label
+        info = infos[-1]
+        assert len(labels) == len(scan) and info.points_in == len(scan) and info.points_dropped == 0
+        assert np.bincount(labels, minlength=len(info.class_names)).tolist() == list(info.class_point_counts)
+
+        bad = msg_from_cloud(scan[:100], msg_class=PointCloud2)
+        bad.row_step = 7  # smaller than width * point_step
+        infos.clear()
+        rejected = lambda: [w for i in infos for w in i.warnings if w.startswith("invalid PointCloud2")]  # noqa: E731
+        publish_until(rejected, bad, "a warning about the malformed cloud")
+        assert "row_step" in rejected()[0]
+        segmented.clear()
+        publish_until(lambda: segmented, good, "the next good scan after a bad one")
+
+        for transition in (DEACTIVATE, CLEANUP):
+            request = ChangeState.Request()
+            request.transition.id = transition
+            assert _call(rclpy, node, change, request).success
+    finally:
+        node.destroy_node()
+        node_process.terminate()
+        log = node_process.communicate(timeout=20)[0]
+    assert "cannot load" not in log, log
