@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
+from pointmoe_core.seg.transforms import center_shift, estimate_normals, grid_sample, normalize_color
 
 from .sample import InputSpec, Sample, Transform
 
@@ -59,10 +59,7 @@ class CenterShift:
     apply_z: bool = True
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        coord = sample["coord"]
-        low, high = coord.min(0), coord.max(0)
-        shift = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2] if self.apply_z else 0.0])
-        return {**sample, "coord": (coord - shift).astype(np.float32)}
+        return {**sample, "coord": center_shift(sample["coord"], self.apply_z).astype(np.float32)}
 
 
 @dataclass
@@ -140,35 +137,6 @@ class PointClip:
 
 
 @dataclass
-class Voxels:
-    """Points grouped by voxel: ``order`` sorts points by voxel, voxel v holds ``order[start[v]:][:count[v]]``."""
-
-    grid_coord: np.ndarray
-    order: np.ndarray
-    start: np.ndarray
-    count: np.ndarray
-
-
-def voxelize(coord: np.ndarray, grid_size: float) -> Voxels:
-    """``grid_coord = floor(coord / grid_size) - min`` and the points of each voxel.
-
-    Voxels are keyed by the raveled grid coordinate (Pointcept's ``ravel_hash_vec``), which unlike
-    its default FNV hash cannot collide.
-    """
-    grid_coord = np.floor(coord / grid_size).astype(np.int64)
-    grid_coord -= grid_coord.min(0)
-    extent = grid_coord.max(0) + 1
-    if np.prod(extent.astype(np.float64)) >= 2.0**62:
-        raise ValueError(f"grid of {extent.tolist()} voxels is too large to key in int64: use a bigger grid_size")
-    key = (grid_coord[:, 0] * extent[1] + grid_coord[:, 1]) * extent[2] + grid_coord[:, 2]
-    order = np.argsort(key, kind="stable")
-    boundary = np.flatnonzero(np.diff(key[order])) + 1
-    start = np.concatenate([[0], boundary])
-    count = np.diff(np.concatenate([start, [len(key)]]))
-    return Voxels(grid_coord, order, start, count)
-
-
-@dataclass
 class GridSample:
     """Pointcept's GridSample: voxelise at ``grid_size`` and set ``grid_coord`` and ``grid_size``.
 
@@ -191,21 +159,17 @@ class GridSample:
             raise ValueError(f"GridSample mode must be 'train' or 'test', got {self.mode!r}")
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample | list[Sample]:
-        voxels = voxelize(sample["coord"], self.grid_size)
+        grid = grid_sample(sample["coord"], self.grid_size)
         if self.mode == "test":
-            return [self._keep(sample, voxels, voxels.order[voxels.start + i % voxels.count])
-                    for i in range(int(voxels.count.max()))]
-        picked = voxels.start + (rng.random(len(voxels.count)) * voxels.count).astype(np.int64)
-        out = self._keep(sample, voxels, voxels.order[picked])
+            return [self._keep(sample, grid.grid_coord, grid.fragment(i)) for i in range(grid.num_fragments)]
+        out = self._keep(sample, grid.grid_coord, grid.sample(rng))
         if self.return_inverse:
-            inverse = np.empty(point_count(sample), np.int64)
-            inverse[voxels.order] = np.repeat(np.arange(len(voxels.count)), voxels.count)
-            out["inverse"] = inverse
+            out["inverse"] = grid.voxel  # kept rows are in voxel order: voxel v kept row v
         return out
 
-    def _keep(self, sample: Sample, voxels: Voxels, index: np.ndarray) -> Sample:
+    def _keep(self, sample: Sample, grid_coord: np.ndarray, index: np.ndarray) -> Sample:
         out = select_points(sample, index)
-        out["grid_coord"] = voxels.grid_coord[index]
+        out["grid_coord"] = grid_coord[index]
         out["grid_size"] = self.grid_size
         if self.mode == "test":
             out["index"] = index
@@ -249,39 +213,27 @@ class NormalizeColor:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if "color" not in sample:
             return sample
-        return {**sample, "color": (sample["color"] / 127.5 - 1.0).astype(np.float32)}
-
-
-def estimate_normals(coord: np.ndarray, k: int = 16, viewpoint: np.ndarray | None = None) -> np.ndarray:
-    """Unit normals from the smallest principal axis of each point's k nearest neighbours.
-
-    Normals are flipped to face ``viewpoint``; by default the bounding-box centre raised to its
-    top, which turns a room's floor up and its walls inwards.
-    """
-    k = min(k, len(coord))
-    _, neighbours = cKDTree(coord).query(coord, k=k)
-    local = coord[neighbours.reshape(len(coord), k)].astype(np.float64)
-    local -= local.mean(1, keepdims=True)
-    _, vectors = np.linalg.eigh(np.einsum("nki,nkj->nij", local, local))
-    normal = vectors[:, :, 0]  # eigh sorts eigenvalues ascending
-    if viewpoint is None:
-        low, high = coord.min(0), coord.max(0)
-        viewpoint = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, high[2]])
-    facing_away = np.einsum("ni,ni->n", normal, viewpoint - coord) < 0
-    normal[facing_away] *= -1
-    return normal.astype(np.float32)
+        return {**sample, "color": normalize_color(sample["color"])}
 
 
 @dataclass
 class EstimateNormals:
-    """Add ``normal`` from ``estimate_normals`` when the sample has none (custom clouds, S3DIS without mesh)."""
+    """Add ``normal`` (open3d PCA normals) when the sample has none (custom clouds, S3DIS without mesh).
 
-    k: int = 16
+    Normals face the bounding-box centre raised to its top, which turns a room's floor up and its
+    walls inwards.
+    """
+
+    radius: float = 0.1
+    max_nn: int = 16
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if "normal" in sample:
             return sample
-        return {**sample, "normal": estimate_normals(sample["coord"], self.k)}
+        coord = sample["coord"]
+        low, high = coord.min(0), coord.max(0)
+        viewpoint = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, high[2]])
+        return {**sample, "normal": estimate_normals(coord, self.radius, self.max_nn, viewpoint)}
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pointmoe_core.data.sample import INDOOR, OUTDOOR, make_sample
 from pointmoe_core.data.synthetic import IndoorRoomDomain, OutdoorLidarDomain
 from pointmoe_core.data.transforms import (
     CollectFeatures,
+    EstimateNormals,
     Compose,
     GridSample,
     NormalizeColor,
@@ -17,7 +18,6 @@ from pointmoe_core.data.transforms import (
     SphereCrop,
     collate,
     default_pipeline,
-    estimate_normals,
 )
 
 
@@ -134,7 +134,8 @@ def test_estimated_normals_of_a_floor_and_a_wall_face_the_room():
     u, v = (a.ravel() for a in np.meshgrid(np.linspace(0, 2, 30), np.linspace(0, 2, 30)))
     floor = np.c_[u, v, np.zeros_like(u)]
     wall = np.c_[np.zeros_like(u), u, v + 0.1]
-    normal = estimate_normals(np.concatenate([floor, wall]), k=8)
+    room = make_sample(np.concatenate([floor, wall]), dataset="d", name="room")
+    normal = EstimateNormals(radius=0.2, max_nn=8)(room, rng())["normal"]
     floor_normal, wall_normal = normal[:len(u)], normal[len(u):]
     np.testing.assert_allclose(floor_normal[u > 0.2], np.tile([0, 0, 1], ((u > 0.2).sum(), 1)), atol=1e-6)
     np.testing.assert_allclose(wall_normal[v > 0.2], np.tile([1, 0, 0], ((v > 0.2).sum(), 1)), atol=1e-6)
