@@ -14,7 +14,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from numpy.lib import recfunctions
 
 from pointmoe_core.io import cloud_from_msg, convert_cloud_msg
+from machine import cpu_model
 
 NUMPY_TYPE = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
 
@@ -109,13 +109,6 @@ def median_seconds(methods: dict[str, Callable[[], Any]], repeats: int) -> dict[
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from pointmoe_core.seg import PointMoESegmentor, Segmenter, load_config
+from machine import cpu_model
 
 
 def synthetic_room(num_points: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -53,16 +53,6 @@ def synthetic_room(num_points: int, seed: int = 0) -> dict[str, np.ndarray]:
     return dict(coord=coord.astype(np.float32), color=np.concatenate(color).astype(np.uint8),
                 normal=np.concatenate(normal).astype(np.float32))
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def time_predict(segmenter: Segmenter, room: dict[str, np.ndarray], with_normals: bool, repeats: int) -> dict:

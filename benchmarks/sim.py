@@ -25,17 +25,8 @@ from typing import Callable
 import pybullet
 
 from pointmoe_core.sim import TASKS, EnvConfig, Oracle, TabletopEnv, fuse_views
+from machine import cpu_model
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:

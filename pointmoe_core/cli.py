@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bag": ("pointmoe_core.io.bag_cli", "inspect rosbag2 files and write clouds into them"),
     "train": ("pointmoe_core.train_cli", "train a model (also `ros2 run pointmoe_core train`)"),
     "sim": ("pointmoe_core.sim.cli", "tabletop simulator: oracle demos and planner evaluation on LoHoRavens tasks"),
+    "convert": ("pointmoe_core.seg.convert", "convert checkpoints between Pointcept/point_moe and our key names"),
     "parity": ("pointmoe_core.seg.parity", "check our backbone against an official Point-MoE fixture"),
 }
 
