@@ -23,7 +23,7 @@ class CloudPublisher(Node):
         cloud = load_cloud(source)
         self.message = msg_from_cloud(cloud, msg_class=PointCloud2)
         self.message.header.frame_id = frame_id
-        self.publisher = self.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
+        self.publisher = self.create_publisher(PointCloud2, "~/points", qos_profile_sensor_data)
         self.sent = 0
         self.timer = self.create_timer(1.0 / rate_hz, self.publish_once)
         self.get_logger().info(f"publishing {len(cloud)} points from {source!r} on "

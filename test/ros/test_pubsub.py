@@ -23,7 +23,7 @@ def test_cloud_publisher_to_subscriber(ros_install, rclpy_context, tmp_path):
 
     received = []
     node = rclpy.create_node("pubsub_test_listener")
-    node.create_subscription(PointCloud2, "points", received.append, qos_profile_sensor_data)
+    node.create_subscription(PointCloud2, "/cloud_publisher/points", received.append, qos_profile_sensor_data)
     publisher = subprocess.Popen(
         [str(ros_install / "lib" / "pointmoe_ros" / "cloud_publisher"), "--ros-args",
          "-p", f"source:={source}", "-p", "rate_hz:=5.0"],
