@@ -5,6 +5,7 @@ A stand-in sensor for trying the perception pipeline without a camera:
     ros2 run pointmoe_ros cloud_publisher --ros-args -p source:=scan.pcd -p rate_hz:=2.0
 """
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
@@ -44,8 +45,8 @@ def main(args=None) -> int:
     try:
         while rclpy.ok() and not node.done():
             rclpy.spin_once(node, timeout_sec=0.5)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C or SIGTERM from launch: shut down quietly
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

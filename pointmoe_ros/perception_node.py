@@ -9,6 +9,7 @@ and publishes ``~/output/segmented``, ``~/output/experts`` and ``~/output/info``
 from __future__ import annotations
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
@@ -145,8 +146,8 @@ def main(args=None) -> int:
         node.trigger_activate()
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C or SIGTERM from launch: shut down quietly
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
