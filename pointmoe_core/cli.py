@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pointmoe_core.demo", "run the end-to-end demo on embedded defaults"),
     "bag": ("pointmoe_core.io.bag_cli", "inspect rosbag2 files and write clouds into them"),
     "train": ("pointmoe_core.train_cli", "train a model (also `ros2 run pointmoe_core train`)"),
+    "eval": ("pointmoe_core.train.eval_cli", "evaluate a segmentation checkpoint: per-dataset and per-class IoU"),
+    "analyze": ("pointmoe_core.train.analyze", "routing analysis: expert usage, JSD between datasets, pathways"),
     "sim": ("pointmoe_core.sim.cli", "tabletop simulator: oracle demos and planner evaluation on LoHoRavens tasks"),
     "convert": ("pointmoe_core.seg.convert", "convert checkpoints between Pointcept/point_moe and our key names"),
     "parity": ("pointmoe_core.seg.parity", "check our backbone against an official Point-MoE fixture"),

@@ -2,20 +2,38 @@
 
 Each trainable model registers a task here when its trainer lands; the command reports
 which tasks this install knows instead of guessing.
+
+Everything after TASK is parsed here, options and ``key=value`` overrides in any order
+(``seg --config f.yaml epochs=2 --resume``): argparse cannot take positionals on both sides of
+an option inside a subcommand, so the subcommand parser hands the rest over whole.
 """
 from __future__ import annotations
 
 import argparse
 
 # task name -> "module:function" taking the parsed args and returning a summary dict
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "seg": "pointmoe_core.train.seg_trainer:train_from_args",
+    "pose-dit": "pointmoe_core.plan.train_pose_dit:train_from_args",
+}
+
+
+def task_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pointmoe train TASK", description="options of every training task")
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--batch-from-single-dataset", action="store_true",
+                        help="every batch from one dataset (the non-mixed baseline)")
+    parser.add_argument("--demos", help="pose-dit: folder of oracle demos from `pointmoe sim demos`")
+    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
+    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", nargs="?", help=f"what to train: one of {sorted(TASKS) or 'none yet'}")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
+    parser.add_argument("options", nargs=argparse.REMAINDER, metavar="...",
+                        help="[--config FILE] [--resume] [--batch-from-single-dataset] [--demos DIR] [key=value ...]; "
+                             "`pointmoe train TASK --help` describes them")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -25,5 +43,7 @@ def run(args: argparse.Namespace) -> dict:
         return {"ok": False, "error": "unknown task", "task": args.task, "tasks": sorted(TASKS)}
     import importlib
 
+    options = task_parser().parse_intermixed_args(args.options)
+    options.task = args.task
     module_name, function_name = TASKS[args.task].split(":")
-    return getattr(importlib.import_module(module_name), function_name)(args)
+    return getattr(importlib.import_module(module_name), function_name)(options)

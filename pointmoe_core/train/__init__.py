@@ -1,0 +1,8 @@
+"""Training, evaluation and routing analysis of the segmentation model.
+
+* :mod:`.seg_trainer`: ``pointmoe train seg`` (config, loop, checkpoints, TensorBoard, DDP);
+* :mod:`.eval_cli`: ``pointmoe eval seg`` (seen and zero-shot scores per dataset);
+* :mod:`.analyze`: ``pointmoe analyze routing`` (what the experts learned);
+* :mod:`.checkpoint`, :mod:`.losses`, :mod:`.metrics`, :mod:`.distributed`, :mod:`.datasets`:
+  the parts they share.
+"""
