@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,8 @@ def test_two_process_gloo_ddp_run(write_config, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "pointmoe_core.cli", "train", "seg", "--config", str(config)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        # the rendezvous is on localhost (--standalone); gloo's own sockets must stay on loopback too
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo"}, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]  # torchrun fails if either rank does
     payload = load_checkpoint(tmp_path / "ddp" / "checkpoints")
     assert payload["step"] == 2 and payload["train_config"]["batch_size"] == 1
