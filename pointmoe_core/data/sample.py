@@ -15,6 +15,7 @@ Transforms add ``grid_coord``, ``grid_size``, ``feat`` and ``inverse``/``index``
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -80,7 +81,7 @@ def make_sample(
     return sample
 
 
-class SegDataset(Dataset):
+class SegDataset(Dataset, ABC):
     """Base of every dataset: ``load(i)`` reads scene i, ``get(i, rng)`` also applies the transform.
 
     Subclasses set ``name`` (the sample's ``dataset``), ``class_names`` and ``input_spec``.
@@ -97,12 +98,12 @@ class SegDataset(Dataset):
         self.transform = transform
         self.seed = seed
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def load(self, index: int) -> Sample:
         """Scene ``index`` as a sample dict, untransformed."""
-        raise NotImplementedError
 
     def get(self, index: int, rng: np.random.Generator) -> Any:
         """Scene ``index`` (taken modulo the length, like Pointcept's ``loop``) through the transform."""
