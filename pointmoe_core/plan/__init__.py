@@ -2,7 +2,8 @@
 
 Planning: ``PoseDiTPlanner(config).plan(xyz, colors, instance_ids, instruction) -> PoseSequence``;
 ``PoseSequence.to_ravens_actions()`` gives the simulator's ``act`` dicts. Training on oracle demos:
-``train_pose_dit.fit(planner, load_demo_frames(demo_dir))``.
+``train_pose_dit.fit(planner, load_demo_frames(demo_dir))``, or ``pointmoe train pose-dit`` with
+checkpoints that ``PoseDiTPlanner.from_checkpoint(path)`` loads.
 """
 from .ddpm import DDPMConfig, DDPMScheduler
 from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans

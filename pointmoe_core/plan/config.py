@@ -41,5 +41,21 @@ class YamlConfig:
             data = yaml.safe_load(f) or {}
         return cls.from_dict(data[key] if key else data)
 
+    @classmethod
+    def load(cls: type[C], path: str | Path | None, overrides: typing.Sequence[str] = ()) -> C:
+        """The YAML file (or the defaults) with ``key=value`` overrides; values are parsed as YAML
+        and dotted keys reach into nested sections (``fit.steps=2``)."""
+        data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} is not key=value")
+            *sections, name = key.split(".")
+            section = data
+            for part in sections:
+                section = section.setdefault(part, {})
+            section[name] = yaml.safe_load(text)
+        return cls.from_dict(data)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]

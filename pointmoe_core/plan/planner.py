@@ -6,18 +6,25 @@ MiniLM sentence token (``seg.text.TextEncoder``), Pose-DiT denoises a plan of ``
 with the configured scheduler (rectified flow, or DDPM/DDIM for the ablation), the stop flags cut
 it, and the poses are decoded to metres and quaternions inside the workspace. ``loss`` is the
 training objective on a ``PlanBatch`` of demos.
+
+Checkpoints are :mod:`pointmoe_core.train.checkpoint` files (atomic, hash-checked) whose payload
+holds ``format`` ("pointmoe-pose-dit"), ``version``, the planner ``config`` dict and the
+``state_dict`` (``checkpoint_payload``); the trainer adds its own state beside them, and
+``PoseDiTPlanner.from_checkpoint`` reads a file or a checkpoint directory's ``latest``.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..seg.text import TextEncoder
+from ..train.checkpoint import load_checkpoint
 from .config import YamlConfig
 from .ddpm import DDPMConfig, DDPMScheduler
 from .pose_dit import PoseDiT, PoseDiTConfig, plan_lengths, pose_dit_loss, sample_poses
@@ -27,6 +34,8 @@ from .scene_encoder import ConditionEncoder, ConditionEncoderConfig, SceneObject
 
 SCHEDULERS = ("rectified_flow", "ddpm")
 PLANNER_NAME = "pose-dit"
+CHECKPOINT_FORMAT = "pointmoe-pose-dit"
+CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -99,6 +108,27 @@ class PoseDiTPlanner(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """What ``from_checkpoint`` needs: format tag, config dict and weights."""
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.config.to_dict(),
+                "state_dict": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, text_encoder: TextEncoder | None = None,
+                        map_location: str | torch.device = "cpu") -> "PoseDiTPlanner":
+        """The planner of a checkpoint file, or of the one a checkpoint directory's ``latest`` names;
+        returned in eval mode."""
+        payload = load_checkpoint(path, map_location=map_location)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a Pose-DiT checkpoint (format {payload.get('format')!r}, "
+                             f"expected {CHECKPOINT_FORMAT!r})")
+        if payload["version"] > CHECKPOINT_VERSION:
+            raise ValueError(f"{path} has Pose-DiT checkpoint version {payload['version']}; this install reads "
+                             f"up to {CHECKPOINT_VERSION}")
+        planner = cls(PoseDiTPlannerConfig.from_dict(payload["config"]), text_encoder)
+        planner.load_state_dict(payload["state_dict"])
+        return planner.to(map_location).eval()
 
     def loss(self, batch: PlanBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         cond, cond_mask = self.condition(batch.object_points, batch.object_locations, batch.object_mask,

@@ -6,21 +6,40 @@ sample: the cloud at frame k, the instruction, and the steps k..end still to do.
 from the per-point PyBullet body ids, with the table and the robot left out as background, and
 their points are re-sampled every time a frame is drawn so the model cannot memorise samples.
 
-This is the bare loop (``fit``); checkpoints, resume and TensorBoard belong to the training CLI.
+``fit`` is the bare loop. ``train`` is ``pointmoe train pose-dit --config FILE --demos DIR
+[--resume] [key=value ...]``: in ``output_dir`` it writes ``checkpoints/`` (see
+:mod:`pointmoe_core.train.checkpoint`; every ``checkpoint_every`` steps and after the last; each
+one a ``PoseDiTPlanner.from_checkpoint`` file plus the optimiser, schedule, sampling-generator and
+RNG state), ``tensorboard/`` (losses, learning rate) and ``log.jsonl`` (one line per step).
+``--resume`` continues from ``checkpoints/latest`` with the same batches and noise draws as an
+uninterrupted run.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import yaml
+from tqdm import tqdm
 
+from ..seg.text import TextEncoder
+from ..train.checkpoint import (
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
 from .config import YamlConfig
-from .planner import PlanBatch, PoseDiTPlanner, collate_plans
+from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
 from .pose_sequence import PoseSequence
 from .scene_encoder import SceneObjects, objects_from_cloud
 
@@ -90,6 +109,60 @@ def make_batch(planner: PoseDiTPlanner, frames: Sequence[DemoFrame], generator: 
     return collate_plans(scenes, text, [f.remaining for f in frames]).to(planner.device)
 
 
+class PlannerFit:
+    """The optimisation state of ``fit``: AdamW with linear warm-up and cosine decay, the generator
+    that draws frames and object points, and the step count. ``state_dict`` / ``load_state_dict``
+    make a run resumable; the loss's own noise comes from the global torch RNG, which the
+    checkpoint captures beside it."""
+
+    def __init__(self, planner: PoseDiTPlanner, frames: Sequence[DemoFrame], config: FitConfig | None = None) -> None:
+        if not frames:
+            raise ValueError("no demo frames to fit")
+        self.planner, self.frames = planner, frames
+        self.config = config = config or FitConfig()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.optimizer = torch.optim.AdamW(planner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+
+    def _lr_factor(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup_steps:
+            return (step + 1) / c.warmup_steps
+        progress = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    @property
+    def lr(self) -> float:
+        return self.lr_schedule.get_last_lr()[0]
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.config.steps
+
+    def run_step(self) -> dict[str, float]:
+        """One optimiser step on a random batch of frames; returns its losses."""
+        pick = torch.randint(len(self.frames), (self.config.batch_size,), generator=self.generator).tolist()
+        losses = self.planner.loss(make_batch(self.planner, [self.frames[i] for i in pick], self.generator))
+        self.optimizer.zero_grad()
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.planner.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.lr_schedule.step()
+        self.step += 1
+        return {name: value.item() for name, value in losses.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.generator.set_state(state["generator"])
+
+
 def fit(
     planner: PoseDiTPlanner,
     frames: Sequence[DemoFrame],
@@ -98,31 +171,109 @@ def fit(
 ) -> list[float]:
     """Train ``planner`` on ``frames`` with AdamW; returns the loss of every step.
 
-    ``on_step(step, losses)`` is called after each step, for logging and checkpoints.
+    ``on_step(step, losses)`` is called after each step (counted from 0), for logging.
     """
-    config = config or FitConfig()
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(planner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-    def schedule(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    run = PlannerFit(planner, frames, config)
     planner.train()
     history = []
-    for step in range(config.steps):
-        pick = torch.randint(len(frames), (config.batch_size,), generator=generator).tolist()
-        losses = planner.loss(make_batch(planner, [frames[i] for i in pick], generator))
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(planner.parameters(), config.grad_clip)
-        optimizer.step()
-        lr_schedule.step()
-        history.append(losses["loss"].item())
+    while not run.done:
+        losses = run.run_step()
+        history.append(losses["loss"])
         if on_step is not None:
-            on_step(step, {name: value.item() for name, value in losses.items()})
+            on_step(run.step - 1, losses)
     planner.eval()
     return history
+
+
+@dataclass
+class PoseDiTTrainConfig(YamlConfig):
+    """``pointmoe train pose-dit``: YAML keys are these fields (see config/train/pose_dit_tiny.yaml)."""
+
+    demos: str = ""  # folder written by `pointmoe sim demos` (or --demos)
+    planner: PoseDiTPlannerConfig = field(default_factory=PoseDiTPlannerConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    output_dir: str = "runs/pose_dit"
+    checkpoint_every: int = 100  # steps; the last step is always saved
+    keep_last: int = 3  # step checkpoints kept; 0 keeps all
+    log_every: int = 10  # steps between TensorBoard scalars
+    device: str = "auto"  # "auto": CUDA when available
+
+
+def train(config: PoseDiTTrainConfig, resume: bool = False, text_encoder: TextEncoder | None = None) -> dict[str, Any]:
+    """Run (or continue) training; returns the summary the CLI prints with ``--json``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if not config.demos:
+        raise ValueError("no demos: give --demos DIR or demos: in the config")
+    started = time.perf_counter()
+    output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)
+    torch.manual_seed(config.fit.seed)
+    frames = load_demo_frames(config.demos)
+    planner = PoseDiTPlanner(config.planner, text_encoder).to(device)
+    run = PlannerFit(planner, frames, config.fit)
+    resumed_from = None
+    if resume:
+        if latest_checkpoint(checkpoint_dir) is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
+        payload = load_checkpoint(checkpoint_dir, map_location=device)
+        planner.load_state_dict(payload["state_dict"])
+        run.load_state_dict(payload["fit"])
+        restore_rng_state(payload["rng"])
+        resumed_from = run.step
+        del payload
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    writer = SummaryWriter(str(output_dir / "tensorboard"))
+    log = open(output_dir / "log.jsonl", "a")
+
+    def save() -> Path:
+        payload = {**planner.checkpoint_payload(), "step": run.step, "fit": run.state_dict(),
+                   "rng": capture_rng_state(), "train_config": config.to_dict()}
+        epoch = run.step * config.fit.batch_size // len(frames)
+        path = save_checkpoint(checkpoint_dir, payload, run.step, epoch).path
+        prune_checkpoints(checkpoint_dir, config.keep_last)
+        return path
+
+    progress = tqdm(total=config.fit.steps, initial=run.step, dynamic_ncols=True, desc="train pose-dit")
+    last_loss = math.nan
+    planner.train()
+    try:
+        while not run.done:
+            lr = run.lr  # the rate this step uses
+            losses = run.run_step()
+            last_loss = losses["loss"]
+            log.write(json.dumps({"step": run.step, **losses, "lr": lr}) + "\n")
+            progress.update(1)
+            progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+            if run.step % config.log_every == 0 or run.done:
+                for name, value in losses.items():
+                    writer.add_scalar(f"loss/{name}", value, run.step)
+                writer.add_scalar("lr", lr, run.step)
+                log.flush()
+            if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or run.done:
+                save()
+    finally:
+        progress.close()
+        writer.close()
+        log.close()
+    planner.eval()
+    summary = {
+        "ok": True, "task": "pose-dit", "output_dir": str(output_dir), "steps": run.step,
+        "resumed_from": resumed_from, "frames": len(frames), "final_loss": last_loss,
+        "checkpoint": str(latest_checkpoint(checkpoint_dir)), "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(f"trained {run.step} steps on {len(frames)} demo frames in {summary['seconds']} s, final loss "
+          f"{last_loss:.4f}, checkpoint {summary['checkpoint']}")
+    return summary
+
+
+def train_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``pointmoe train pose-dit``: the parsed CLI arguments of :mod:`pointmoe_core.train_cli`."""
+    config = PoseDiTTrainConfig.load(args.config, args.overrides)
+    if args.demos:
+        config.demos = args.demos
+    return train(config, resume=args.resume)

@@ -52,8 +52,8 @@ def test_demos_write_clouds_labels_and_poses(tmp_path):
     assert any(SEMANTIC_CLASSES[label].endswith("block") for label in np.unique(labels))
 
 
-def test_only_the_oracle_planner_exists_yet(tmp_path):
-    with pytest.raises(ValueError, match="only 'oracle'"):
+def test_a_planner_is_the_oracle_or_an_existing_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="neither 'oracle' nor an existing Pose-DiT checkpoint"):
         _run("eval", "--task", "pick-and-place-primitive", "--planner", "runs/pose_dit.pt", "--out", str(tmp_path))
 
 
