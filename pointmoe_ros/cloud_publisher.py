@@ -5,13 +5,13 @@ A stand-in sensor for trying the perception pipeline without a camera:
     ros2 run pointmoe_ros cloud_publisher --ros-args -p source:=scan.pcd -p rate_hz:=2.0
 """
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 
 from pointmoe_core.io import msg_from_cloud
 from pointmoe_core.io.sources import load_cloud
+from pointmoe_ros.spin import spin_until_shutdown
 
 
 class CloudPublisher(Node):
@@ -42,12 +42,4 @@ class CloudPublisher(Node):
 def main(args=None) -> int:
     rclpy.init(args=args)
     node = CloudPublisher()
-    try:
-        while rclpy.ok() and not node.done():
-            rclpy.spin_once(node, timeout_sec=0.5)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C or SIGTERM from launch: shut down quietly
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node, node.done)

@@ -9,7 +9,6 @@ and publishes ``~/output/segmented``, ``~/output/experts`` and ``~/output/info``
 from __future__ import annotations
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
@@ -18,6 +17,7 @@ from sensor_msgs.msg import PointCloud2
 from pointmoe_core.io import msg_from_cloud
 from pointmoe_core.perception import InputMapping, info_fields, segment_message
 from pointmoe_ros.msg import SegmentationInfo
+from pointmoe_ros.spin import spin_until_shutdown
 
 # sensor data, but only the newest cloud matters: a stale one is dropped, never queued
 NEWEST_CLOUD_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
@@ -144,11 +144,4 @@ def main(args=None) -> int:
     if node.parameter("autostart"):
         node.trigger_configure()
         node.trigger_activate()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C or SIGTERM from launch: shut down quietly
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node)

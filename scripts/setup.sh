@@ -40,7 +40,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 touch "$VENV/COLCON_IGNORE"
 pip="$VENV/bin/python -m pip"
-$pip install -q wheel "setuptools<80"  # colcon needs setuptools<80
+$pip install -q wheel "setuptools<80" 2>&1 | { grep -v '^WARNING: Location' || true; }  # colcon needs setuptools<80
 echo "[setup] torch==2.14.1 torchvision==0.29.1 (large, first run only)"
 $pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v '^WARNING: Location' || true; }
 echo "[setup] pointmoe[test,cpu,ros]"
