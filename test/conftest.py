@@ -1,4 +1,5 @@
 """Shared fixtures. DDS is confined to loopback before anything can import rclpy."""
+import copy
 import os
 from pathlib import Path
 
@@ -38,3 +39,20 @@ def rclpy_context():
     rclpy.init()
     yield rclpy
     rclpy.try_shutdown()
+
+
+# a Pose-DiT planner small enough to train in seconds, and to load and sample in one, on a CPU
+TINY_PLANNER = {
+    "model": {"hidden_size": 32, "depth": 2, "num_heads": 4, "cond_dim": 32, "frequency_embedding_size": 32},
+    "condition": {
+        "hidden_size": 32,
+        "points_per_object": 64,
+        "pointnet": {"sa_centres": [16, 8], "sa_mlps": [[16, 32], [32, 32]], "global_mlp": [32], "out_dim": 32},
+    },
+    "horizon": 4,
+}
+
+
+@pytest.fixture
+def tiny_planner_config() -> dict:
+    return copy.deepcopy(TINY_PLANNER)

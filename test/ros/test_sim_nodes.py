@@ -123,19 +123,8 @@ def test_planner_node_without_checkpoint_says_so_and_plans_nothing(ros_install, 
     assert log.count("no checkpoint given") == 1, log
 
 
-# an untrained planner small enough to load and sample in a second on CPU
-TINY_PLANNER = {
-    "model": {"hidden_size": 32, "depth": 2, "num_heads": 4, "cond_dim": 32, "frequency_embedding_size": 32},
-    "condition": {
-        "hidden_size": 32,
-        "points_per_object": 64,
-        "pointnet": {"sa_centres": [16, 8], "sa_mlps": [[16, 32], [32, 32]], "global_mlp": [32], "out_dim": 32},
-    },
-    "horizon": 4,
-}
-
-
-def test_planner_node_plans_on_the_sim_cloud_and_the_sim_executes_it(ros_install, rclpy_context, tmp_path):
+def test_planner_node_plans_on_the_sim_cloud_and_the_sim_executes_it(ros_install, rclpy_context, tmp_path,
+                                                                     tiny_planner_config):
     """sim_bridge_node -> planner_node -> sim_bridge_node, with untrained weights: the plan must be
     well-formed and executed, not successful."""
     rclpy = rclpy_context
@@ -150,7 +139,7 @@ def test_planner_node_plans_on_the_sim_cloud_and_the_sim_executes_it(ros_install
     from pointmoe_core.train.checkpoint import save_checkpoint
     from pointmoe_ros.msg import PoseSequence
 
-    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(TINY_PLANNER))
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config))
     checkpoint = save_checkpoint(tmp_path / "checkpoints", planner.checkpoint_payload(), 0, 0).path
     plan_topic = "/sim_bridge_node/input/pose_sequence"
     sim = _start(ros_install, "sim_bridge_node", "rate_hz:=2.0")
@@ -173,7 +162,7 @@ def test_planner_node_plans_on_the_sim_cloud_and_the_sim_executes_it(ros_install
                     "a plan, its poses and markers, and the sim's status")
         plan = plans[0]
         assert plan.planner == "pose-dit" and plan.instruction.startswith("pick up")
-        assert plan.header.frame_id == "map" and 1 <= len(plan.steps) <= TINY_PLANNER["horizon"]
+        assert plan.header.frame_id == "map" and 1 <= len(plan.steps) <= tiny_planner_config["horizon"]
         shown = next(p for p in poses if len(p.poses) == 2 * len(plan.steps))
         bounds = np.array(WORKSPACE_BOUNDS)
         for pose in shown.poses:
