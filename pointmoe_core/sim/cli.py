@@ -24,6 +24,7 @@ import numpy as np
 
 from .bridge import RavensBridge
 from .env import EnvConfig, TabletopEnv
+from .language import ObjectFact, object_metadata, scene_objects
 from .objects import SEMANTIC_CLASSES
 from .oracle import Oracle
 from .pictures import annotate_steps, contact_sheet, save_png
@@ -174,11 +175,14 @@ def write_demos(args: argparse.Namespace) -> dict:
             while written < args.episodes and tried < 2 * args.episodes + 10:
                 seed = args.seed + tried
                 tried += 1
-                episode = run_episode(bridge, seed, oracle_planner, keep_observations=True)
+                objects: list[list[ObjectFact]] = []
+                episode = run_episode(bridge, seed, _recording_oracle(objects), keep_observations=True)
                 if not episode.success:
                     continue
+                # the oracle saw every frame but the last, after the final step: that is the scene now
+                objects = objects[:len(episode.steps)] + [scene_objects(env)]
                 path = _save_episode(args.out / name / f"{name}-{seed:06d}.npz", episode,
-                                     [bridge.cloud(obs) for obs in episode.observations], args.split)
+                                     [bridge.cloud(obs) for obs in episode.observations], objects, args.split)
                 index.append({"file": str(path.relative_to(args.out)), "task": name, "seed": seed,
                               "instruction": episode.instruction, "steps": len(episode.steps),
                               "score": episode.score})
@@ -192,7 +196,18 @@ def write_demos(args: argparse.Namespace) -> dict:
             "tasks": summary, "episodes": len(index)}
 
 
-def _save_episode(path: Path, episode: Episode, clouds, split: str) -> Path:
+def _recording_oracle(objects: list[list[ObjectFact]]) -> Planner:
+    """The oracle, noting the scene's objects at every frame it plans from (for language data)."""
+
+    def planner(bridge: RavensBridge) -> dict | None:
+        objects.append(scene_objects(bridge.env))
+        return oracle_planner(bridge)
+
+    return planner
+
+
+def _save_episode(path: Path, episode: Episode, clouds, objects: list[list[ObjectFact]], split: str) -> Path:
+    """One demo file; ``objects`` (one list per frame) becomes the ``object_*`` metadata arrays."""
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = np.array([np.concatenate([s.pick_xyz, s.pick_quat, s.place_xyz, s.place_quat])
                       for s in episode.steps]).reshape(-1, 14)
@@ -207,6 +222,7 @@ def _save_episode(path: Path, episode: Episode, clouds, split: str) -> Path:
         class_names=np.array(clouds[0].class_names),
         pick_xyz=steps[:, 0:3], pick_quat=steps[:, 3:7], place_xyz=steps[:, 7:10], place_quat=steps[:, 10:14],
         rewards=np.array(episode.rewards), score=episode.score, success=episode.success,
+        **object_metadata(objects),
     )
     return path
 

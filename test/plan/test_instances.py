@@ -1,0 +1,46 @@
+"""Instances from a segmentation: DBSCAN per class, background skipped, at most 60 objects."""
+import numpy as np
+
+from pointmoe_core.plan.instances import InstanceClusteringConfig, instances_from_segmentation
+from pointmoe_core.plan.scene_encoder import objects_from_cloud
+
+
+def _blob(rng, centre, count=200, spread=0.01):
+    return np.asarray(centre) + rng.uniform(-spread, spread, size=(count, 3))
+
+
+def test_two_separated_blobs_of_one_class_are_two_instances():
+    rng = np.random.default_rng(0)
+    xyz = np.concatenate([_blob(rng, [0.4, -0.2, 0.02]), _blob(rng, [0.6, 0.2, 0.02]),
+                          _blob(rng, [0.5, 0.0, 0.0], 300, 0.05)])
+    labels = np.array([7] * 400 + [0] * 300)  # class 7 twice, then the table (class 0)
+    ids = instances_from_segmentation(xyz, labels, background=[0])
+    assert (ids[400:] == -1).all()
+    first, second = np.unique(ids[:200]), np.unique(ids[200:400])
+    assert len(first) == len(second) == 1 and first[0] != second[0] and first[0] >= 0
+    scene = objects_from_cloud(xyz, np.zeros((len(xyz), 3)), ids, points_per_object=16)
+    assert len(scene) == 2
+    assert np.allclose(sorted(scene.locations[:, 1].tolist()), [-0.2, 0.2], atol=0.01)
+
+
+def test_touching_points_of_two_classes_stay_apart_and_noise_is_dropped():
+    rng = np.random.default_rng(1)
+    blob = _blob(rng, [0.5, 0.0, 0.02])
+    xyz = np.concatenate([blob, blob + [0.0, 0.0, 0.02], [[0.3, 0.4, 0.0]]])  # a stray point
+    labels = np.array([3] * 200 + [4] * 200 + [3])
+    ids = instances_from_segmentation(xyz, labels, config=InstanceClusteringConfig(eps=0.01, min_points=3))
+    assert len(set(ids[:200])) == len(set(ids[200:400])) == 1 and ids[0] != ids[200]
+    assert ids[-1] == -1 and ids.min() == -1 and set(ids[:400]) == {0, 1}
+
+
+def test_at_most_max_objects_are_kept_largest_first():
+    rng = np.random.default_rng(2)
+    sizes = 20 + np.arange(70)  # 70 blobs on a 10 x 7 grid, 20..89 points each, all one class
+    centres = [(0.3 + 0.05 * (i % 10), -0.3 + 0.08 * (i // 10), 0.02) for i in range(70)]
+    xyz = np.concatenate([_blob(rng, c, n, 0.005) for c, n in zip(centres, sizes)])
+    labels = np.full(len(xyz), 5)
+    ids = instances_from_segmentation(xyz, labels)
+    assert set(ids.tolist()) == set(range(60)) | {-1}
+    owner = np.repeat(np.arange(70), sizes)
+    assert (ids[owner < 10] == -1).all()  # the 10 smallest blobs are dropped
+    assert (ids[owner == 69] == 0).all()  # the largest is instance 0
