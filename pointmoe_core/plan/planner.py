@@ -1,8 +1,8 @@
 """The Pose-DiT planner: cloud + instruction -> ``PoseSequence``.
 
 Wires the pieces of this package together the way 3D-MoE's action head is used before the LLM
-is attached: the cloud's instances become object tokens (``scene_encoder``), the instruction one
-MiniLM sentence token (``seg.text.TextEncoder``), Pose-DiT denoises a plan of ``horizon`` steps
+is attached: the cloud's instances become object tokens (``scene_encoder``), the instruction MiniLM tokens
+(``instruction``), Pose-DiT denoises a plan of ``horizon`` steps
 with the configured scheduler (rectified flow, or DDPM/DDIM for the ablation), the stop flags cut
 it, and the poses are decoded to metres and quaternions inside the workspace. ``loss`` is the
 training objective on a ``PlanBatch`` of demos.
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..seg.text import TextEncoder
 from ..train.checkpoint import load_checkpoint
 from .config import YamlConfig
 from .ddpm import DDPMConfig, DDPMScheduler
+from .instruction import InstructionEncoder
 from .pose_dit import PoseDiT, PoseDiTConfig, plan_lengths, pose_dit_loss, sample_poses
 from .pose_sequence import PoseSequence, decode_steps, encode_steps
 from .rectified_flow import NoiseScheduler, RectifiedFlow, RectifiedFlowConfig
@@ -77,33 +77,34 @@ class PlanBatch:
         return PlanBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
-def collate_plans(scenes: Sequence[SceneObjects], text_tokens: torch.Tensor,
+def collate_plans(scenes: Sequence[SceneObjects], text: tuple[torch.Tensor, torch.Tensor],
                   plans: Sequence[PoseSequence]) -> PlanBatch:
-    """Batch demos: ``text_tokens`` (B, L, E) are the embedded instructions (all L real)."""
+    """Batch demos: ``text`` is the embedded instructions, tokens (B, L, E) and mask (B, L)."""
     encoded = [encode_steps(plan) for plan in plans]
     t_max = max(len(p) for p in encoded)
     poses = torch.zeros(len(encoded), t_max, *encoded[0].shape[1:])
     step_mask = torch.zeros(len(encoded), t_max, dtype=torch.bool)
     for i, p in enumerate(encoded):
         poses[i, : len(p)], step_mask[i, : len(p)] = p, True
-    text_mask = torch.ones(text_tokens.shape[:2], dtype=torch.bool)
-    return PlanBatch(poses, step_mask, *pad_scenes(scenes), text_tokens, text_mask)
+    return PlanBatch(poses, step_mask, *pad_scenes(scenes), *text)
 
 
 class PoseDiTPlanner(nn.Module):
     """Condition encoder + Pose-DiT + noise scheduler, as one trainable planner."""
 
-    def __init__(self, config: PoseDiTPlannerConfig | None = None, text_encoder: TextEncoder | None = None) -> None:
+    def __init__(self, config: PoseDiTPlannerConfig | None = None,
+                 instruction_encoder: InstructionEncoder | None = None) -> None:
         super().__init__()
         self.config = config = config or PoseDiTPlannerConfig()
         self.condition = ConditionEncoder(config.condition)
         self.model = PoseDiT(config.model)
         self.scheduler = make_scheduler(config)
-        self.text_encoder = text_encoder or TextEncoder()
+        self.instruction_encoder = instruction_encoder or InstructionEncoder(config.condition.instruction)
 
-    def embed_instructions(self, instructions: Sequence[str]) -> torch.Tensor:
-        """(B,) strings -> (B, 1, E): one sentence token each, cached per instruction."""
-        return torch.cat([self.text_encoder.encode([text]) for text in instructions])[:, None].to(self.device)
+    def embed_instructions(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) strings -> tokens (B, L, E) and mask (B, L) on the planner's device."""
+        tokens, mask = self.instruction_encoder.encode(instructions)
+        return tokens.to(self.device), mask.to(self.device)
 
     @property
     def device(self) -> torch.device:
@@ -115,7 +116,7 @@ class PoseDiTPlanner(nn.Module):
                 "state_dict": self.state_dict()}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, text_encoder: TextEncoder | None = None,
+    def from_checkpoint(cls, path: str | Path, instruction_encoder: InstructionEncoder | None = None,
                         map_location: str | torch.device = "cpu") -> "PoseDiTPlanner":
         """The planner of a checkpoint file, or of the one a checkpoint directory's ``latest`` names;
         returned in eval mode."""
@@ -126,7 +127,7 @@ class PoseDiTPlanner(nn.Module):
         if payload["version"] > CHECKPOINT_VERSION:
             raise ValueError(f"{path} has Pose-DiT checkpoint version {payload['version']}; this install reads "
                              f"up to {CHECKPOINT_VERSION}")
-        planner = cls(PoseDiTPlannerConfig.from_dict(payload["config"]), text_encoder)
+        planner = cls(PoseDiTPlannerConfig.from_dict(payload["config"]), instruction_encoder)
         planner.load_state_dict(payload["state_dict"])
         return planner.to(map_location).eval()
 
@@ -156,9 +157,7 @@ class PoseDiTPlanner(nn.Module):
         c = self.config.condition
         scene = objects_from_cloud(xyz, colors, instance_ids, c.points_per_object, c.max_objects, generator)
         points, locations, object_mask = (x.to(self.device) for x in pad_scenes([scene]))
-        text = self.embed_instructions([instruction])
-        text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=self.device)
-        cond, cond_mask = self.condition(points, locations, object_mask, text, text_mask)
+        cond, cond_mask = self.condition(points, locations, object_mask, *self.embed_instructions([instruction]))
         poses, stop = sample_poses(self.model, self.scheduler, cond, cond_mask, self.config.horizon,
                                    num_steps, generator)
         n = int(plan_lengths(stop, self.config.stop_threshold)[0])

@@ -4,8 +4,9 @@
 scaled into the unit ball, go through PointNet++, and the object's location (bounding-box centre
 and size) is added back as an embedding, since normalising the points removed it. Objects come
 from the cloud's instance ids, at most 60 of them. At this stage the instruction is embedded by
-the offline MiniLM sentence encoder; later the 3D-MoE LLM's hidden states replace both, which is
-why everything downstream only sees ``condition tokens (B, L, D) + mask`` (True = real token).
+the offline MiniLM encoder (``instruction``: one token per word piece by default); later the
+3D-MoE LLM's hidden states replace both, which is why everything downstream only sees
+``condition tokens (B, L, D) + mask`` (True = real token).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import YamlConfig
+from .instruction import INSTRUCTION_MODES
 from .pointnet2 import PointNet2Config, PointNet2Encoder
 from .pose_sequence import WORKSPACE_BOUNDS, normalize_xyz
 
@@ -99,6 +101,7 @@ def pad_scenes(scenes: Sequence[SceneObjects]) -> tuple[torch.Tensor, torch.Tens
 class ConditionEncoderConfig(YamlConfig):
     hidden_size: int = 256  # width D of the condition tokens
     text_dim: int = 384  # all-MiniLM-L6-v2
+    instruction: str = "tokens"  # "tokens" (one per word piece) | "sentence" (one pooled vector)
     max_objects: int = 60
     points_per_object: int = 1024
     pointnet: PointNet2Config = field(default_factory=PointNet2Config)
@@ -107,6 +110,8 @@ class ConditionEncoderConfig(YamlConfig):
     location_bounds: tuple[tuple[float, float], ...] = WORKSPACE_BOUNDS
 
     def __post_init__(self) -> None:
+        if self.instruction not in INSTRUCTION_MODES:
+            raise ValueError(f"instruction must be one of {INSTRUCTION_MODES}, got {self.instruction!r}")
         self.location_bounds = tuple(tuple(b) for b in self.location_bounds)
 
 
@@ -119,6 +124,9 @@ class SceneEncoder(nn.Module):
         d = config.hidden_size
         self.pointnet = PointNet2Encoder(config.pointnet)
         self.feature_proj = nn.Linear(config.pointnet.out_dim, d)
+        # the linear term lets a pose read an object's centre straight off its token; the MLP adds
+        # what is not linear in it (e.g. "is this object near the workspace edge")
+        self.location_linear = nn.Linear(LOCATION_DIM, d)
         self.location_embed = nn.Sequential(nn.Linear(LOCATION_DIM, d), nn.GELU(), nn.Linear(d, d))
 
     def normalize_locations(self, locations: torch.Tensor) -> torch.Tensor:
@@ -134,7 +142,8 @@ class SceneEncoder(nn.Module):
             real = points[mask]
             features = self.pointnet(real[..., :3], real[..., 3:] if real.shape[-1] > 3 else None)
             tokens[mask] = self.feature_proj(features)
-        return tokens + self.location_embed(self.normalize_locations(locations))
+        locations = self.normalize_locations(locations)
+        return tokens + self.location_linear(locations) + self.location_embed(locations)
 
 
 class ConditionEncoder(nn.Module):

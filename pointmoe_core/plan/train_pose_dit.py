@@ -29,7 +29,6 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..seg.text import TextEncoder
 from ..train.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
@@ -39,6 +38,7 @@ from ..train.checkpoint import (
     save_checkpoint,
 )
 from .config import YamlConfig
+from .instruction import InstructionEncoder
 from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
 from .pose_sequence import PoseSequence
 from .scene_encoder import SceneObjects, objects_from_cloud
@@ -199,7 +199,7 @@ class PoseDiTTrainConfig(YamlConfig):
     device: str = "auto"  # "auto": CUDA when available
 
 
-def train(config: PoseDiTTrainConfig, resume: bool = False, text_encoder: TextEncoder | None = None) -> dict[str, Any]:
+def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder: InstructionEncoder | None = None) -> dict[str, Any]:
     """Run (or continue) training; returns the summary the CLI prints with ``--json``."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -212,7 +212,7 @@ def train(config: PoseDiTTrainConfig, resume: bool = False, text_encoder: TextEn
                           "cpu" if config.device == "auto" else config.device)
     torch.manual_seed(config.fit.seed)
     frames = load_demo_frames(config.demos)
-    planner = PoseDiTPlanner(config.planner, text_encoder).to(device)
+    planner = PoseDiTPlanner(config.planner, instruction_encoder).to(device)
     run = PlannerFit(planner, frames, config.fit)
     resumed_from = None
     if resume:

@@ -9,6 +9,8 @@ import zlib
 import pytest
 import torch
 
+from pointmoe_core.plan.instruction import pad_token_sets
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -18,14 +20,16 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-class HashText:
-    """Stands in for the MiniLM sentence encoder: a fixed random unit vector per instruction."""
+class HashInstructions:
+    """Stands in for the MiniLM instruction encoder: a fixed random unit vector per word."""
 
-    def encode(self, names):
-        rows = [torch.randn(384, generator=torch.Generator().manual_seed(zlib.crc32(n.encode()))) for n in names]
-        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+    def encode(self, instructions):
+        def word(w):
+            return torch.nn.functional.normalize(
+                torch.randn(384, generator=torch.Generator().manual_seed(zlib.crc32(w.encode()))), dim=0)
+        return pad_token_sets([torch.stack([word(w) for w in text.split() or [""]]) for text in instructions])
 
 
 @pytest.fixture
-def hash_text() -> HashText:
-    return HashText()
+def hash_text() -> HashInstructions:
+    return HashInstructions()

@@ -48,7 +48,7 @@ def test_plan_with_real_minilm_returns_a_valid_pose_sequence(tiny_planner_config
 @pytest.mark.parametrize("scheduler", ["rectified_flow", "ddpm"])
 def test_loss_on_collated_demos(scheduler, tiny_planner_config, hash_text):
     config = PoseDiTPlannerConfig.from_dict({**tiny_planner_config, "scheduler": scheduler})
-    planner = PoseDiTPlanner(config, text_encoder=hash_text)
+    planner = PoseDiTPlanner(config, instruction_encoder=hash_text)
     scenes = [objects_from_cloud(*tabletop(i), points_per_object=64) for i in range(3)]
     step = PickPlace((0.4, 0.1, 0.02), (0, 0, 0, 1), (0.6, -0.2, 0.05), (0, 0, 0, 1))
     plans = [PoseSequence([step]), PoseSequence([step, step]), PoseSequence([step] * 3)]
@@ -70,7 +70,7 @@ def test_loss_on_collated_demos(scheduler, tiny_planner_config, hash_text):
 def test_plan_learns_to_pick_the_block_where_the_cloud_shows_it(tiny_planner_config, hash_text):
     """Two scenes differing only in where the block is: the plan must follow the points."""
     torch.manual_seed(0)
-    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), text_encoder=hash_text)
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), instruction_encoder=hash_text)
     places = [(0.35, 0.2), (0.65, -0.3)]
     clouds = [tabletop(0, block_at=p) for p in places]
     plans = [PoseSequence([PickPlace((*p, 0.02), (0, 0, 0, 1), (0.6, -0.2, 0.05), (0, 0, 0, 1))]) for p in places]

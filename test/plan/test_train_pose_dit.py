@@ -85,7 +85,7 @@ def test_object_instances():
 
 def test_fit_lowers_the_loss(demo_dir, tiny_planner_config, hash_text):
     torch.manual_seed(0)
-    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), text_encoder=hash_text)
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), instruction_encoder=hash_text)
     seen = []
     history = fit(planner, load_demo_frames(demo_dir), FitConfig(steps=60, batch_size=8, lr=3e-3, warmup_steps=5),
                   on_step=lambda step, losses: seen.append((step, set(losses))))
@@ -99,7 +99,7 @@ def test_planner_poses_execute_through_the_sim_bridge(hash_text, tiny_planner_co
     from pointmoe_core.sim import EnvConfig, Oracle, RavensBridge, TabletopEnv
     from pointmoe_core.sim.tasks import TASKS
 
-    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), text_encoder=hash_text).eval()
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), instruction_encoder=hash_text).eval()
     with TabletopEnv(TASKS["pick-and-place-primitive"](split="train"), EnvConfig(image_size=(60, 80))) as env:
         env.seed(0)
         bridge = RavensBridge(env)
@@ -127,7 +127,7 @@ def test_training_checkpoints_and_resume_continue_the_same_run(demo_dir, tiny_pl
     config = PoseDiTTrainConfig(demos=str(demo_dir), planner=PoseDiTPlannerConfig.from_dict(tiny_planner_config),
                                 fit=FitConfig(steps=4, batch_size=4, warmup_steps=1), output_dir=str(tmp_path / "full"),
                                 checkpoint_every=2, keep_last=0, log_every=1, device="cpu")
-    summary = train(config, text_encoder=hash_text)
+    summary = train(config, instruction_encoder=hash_text)
     checkpoints = tmp_path / "full/checkpoints"
     assert summary["steps"] == 4 and summary["resumed_from"] is None
     assert sorted(p.name for p in checkpoints.glob("step_*.pt")) == ["step_00000002.pt", "step_00000004.pt"]
@@ -137,13 +137,13 @@ def test_training_checkpoints_and_resume_continue_the_same_run(demo_dir, tiny_pl
     # a run killed after step 2: its checkpoint directory holds only the step-2 checkpoint
     save_checkpoint(tmp_path / "killed/checkpoints", load_checkpoint(checkpoints / "step_00000002.pt"), 2, 0)
     config.output_dir = str(tmp_path / "killed")
-    resumed = train(config, resume=True, text_encoder=hash_text)
+    resumed = train(config, resume=True, instruction_encoder=hash_text)
     assert resumed["resumed_from"] == 2 and resumed["steps"] == 4
     # the same batches, noise and optimiser state: the same losses and the same weights
     full, rest = _log_losses(tmp_path / "full"), _log_losses(tmp_path / "killed")
     assert sorted(rest) == [3, 4] and all(rest[step] == pytest.approx(full[step], rel=1e-6) for step in rest)
-    a = PoseDiTPlanner.from_checkpoint(checkpoints, text_encoder=hash_text)
-    b = PoseDiTPlanner.from_checkpoint(tmp_path / "killed/checkpoints", text_encoder=hash_text)
+    a = PoseDiTPlanner.from_checkpoint(checkpoints, instruction_encoder=hash_text)
+    b = PoseDiTPlanner.from_checkpoint(tmp_path / "killed/checkpoints", instruction_encoder=hash_text)
     assert not a.training
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
@@ -174,9 +174,9 @@ def test_checkpoint_plans_closed_loop_in_sim_eval(tiny_planner_config, hash_text
     pytest.importorskip("pybullet")
     from pointmoe_core.sim import cli
 
-    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), text_encoder=hash_text)
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), instruction_encoder=hash_text)
     checkpoint = save_checkpoint(tmp_path / "checkpoints", planner.checkpoint_payload(), 0, 0).path
-    monkeypatch.setattr(planner_module, "TextEncoder", lambda: hash_text)  # MiniLM is not needed here
+    monkeypatch.setattr(planner_module, "InstructionEncoder", lambda mode: hash_text)  # MiniLM is not needed here
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
 
