@@ -6,6 +6,7 @@ same cloud for viewing. Plans go straight back to the simulator, which executes 
 
     ros2 launch pointmoe_ros sim.launch.py checkpoint:=runs/pose_dit rviz:=true
     ros2 launch pointmoe_ros sim.launch.py task:=put-block-into-matching-bowl use_oracle:=true
+    ros2 launch pointmoe_ros sim.launch.py env_factory:=my_pkg.envs:make_lohoravens auto_reset_s:=2.0
 """
 import os
 
@@ -22,7 +23,8 @@ def generate_launch_description():
     share = get_package_share_directory("pointmoe_ros")
     sim_config = os.path.join(share, "config", "sim.yaml")
     perception_config = os.path.join(share, "config", "perception.yaml")
-    rviz_config = os.path.join(share, "config", "pointmoe.rviz")
+    # the sim's cloud and the plan; perception's clouds are listed but off: they overlay the sim's
+    rviz_config = os.path.join(share, "config", "pointmoe_sim.rviz")
     arg = LaunchConfiguration
     sim_points = "/sim_bridge_node/output/points"
     return LaunchDescription([
@@ -30,6 +32,10 @@ def generate_launch_description():
         DeclareLaunchArgument("seed", default_value="0"),
         DeclareLaunchArgument("use_oracle", default_value="false",
                               description="publish the oracle's plan on /sim_bridge_node/output/oracle_plan"),
+        DeclareLaunchArgument("env_factory", default_value="",
+                              description="'package.module:callable' returning a Ravens-style env to run instead of ours"),
+        DeclareLaunchArgument("auto_reset_s", default_value="0.0",
+                              description="seconds after an episode is done before the next starts; 0 = on request"),
         DeclareLaunchArgument("checkpoint", default_value="", description="Pose-DiT checkpoint for the planner"),
         DeclareLaunchArgument("perception_checkpoint", default_value=""),
         DeclareLaunchArgument("device", default_value="auto"),
@@ -37,7 +43,9 @@ def generate_launch_description():
         Node(
             package="pointmoe_ros", executable="sim_bridge_node", name="sim_bridge_node",
             parameters=[sim_config, {"task": arg("task"), "seed": ParameterValue(arg("seed"), value_type=int),
-                                     "use_oracle": ParameterValue(arg("use_oracle"), value_type=bool)}],
+                                     "use_oracle": ParameterValue(arg("use_oracle"), value_type=bool),
+                                     "env_factory": arg("env_factory"),
+                                     "auto_reset_s": ParameterValue(arg("auto_reset_s"), value_type=float)}],
             output="screen",
         ),
         Node(

@@ -1,4 +1,5 @@
-"""The bridge drives Ravens-style environments and refuses bad actions before sending them."""
+"""The bridge drives Ravens-style environments, refuses bad actions before sending them, runs
+episodes, and loads foreign environments from a "package.module:callable" spec."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pointmoe_core.sim import ActionRefused, Oracle, PoseStep, RavensBridge, to_action
+from pointmoe_core.sim import ActionRefused, Oracle, PoseStep, RavensBridge, TabletopEnv, to_action
+from pointmoe_core.sim.bridge import EpisodeDone, EpisodeRunner, NoCloud, env_from_factory, load_env_factory
 from pointmoe_core.sim.objects import SEMANTIC_CLASSES
 
 GOOD = PoseStep(np.array([0.4, 0.1, 0.02]), np.array([0, 0, 0, 1.0]), np.array([0.6, -0.1, 0.02]),
@@ -106,3 +108,74 @@ def test_foreign_env_cameras_come_from_agent_cams(make_env):
     cloud = bridge.cloud({"color": obs["color"], "depth": obs["depth"]})  # Ravens obs: no segmentation
     reference = RavensBridge(ours).cloud(obs)
     assert len(cloud) >= len(reference) > 0 and np.all(cloud.cloud.label == -1)
+
+
+def test_foreign_env_without_cameras_or_images_says_there_is_no_cloud(make_env):
+    blind = RavensBridge(RecordingEnv())
+    with pytest.raises(NoCloud, match="RecordingEnv has no cameras"):
+        blind.reset()
+    assert blind.obs is not None  # the env was reset all the same
+    with pytest.raises(NoCloud, match="RecordingEnv has no cameras"):
+        blind.cloud()
+    ours = make_env("pick-and-place-primitive", image_size=(60, 80))
+    seeing = RavensBridge(RecordingEnv(ours.agent_cams))
+    with pytest.raises(NoCloud, match=r"hold no 'color' and 'depth' images \(got \['rgb'\]\)"):
+        seeing.cloud({"rgb": ()})
+    with pytest.raises(NoCloud, match="4 cameras but 0 colour and 0 depth images"):
+        seeing.cloud(seeing.env.reset())
+
+
+def test_episodes_refuse_plans_once_done_until_reset():
+    now = [100.0]
+    runner = EpisodeRunner(RavensBridge(RecordingEnv()), auto_reset_s=2.0, clock=lambda: now[0])
+    with pytest.raises(RuntimeError, match="call reset"):
+        runner.execute([GOOD])
+    runner.reset()
+    assert runner.status() == {"episode": 0, "step": 0, "reward": 0.0, "done": False, "success": False}
+    runner.execute([GOOD])
+    runner.execute([GOOD, GOOD])  # RecordingEnv is done after its 2nd action: the 3rd is not sent
+    assert runner.status() == {"episode": 0, "step": 2, "reward": 1.0, "done": True, "success": False}
+    with pytest.raises(EpisodeDone, match="episode 0 is done"):
+        runner.execute([GOOD])
+    assert len(runner.bridge.env.sent) == 2 and not runner.reset_due()
+    now[0] += 2.0
+    assert runner.reset_due()
+    with pytest.raises(ValueError, match="RecordingEnv has no seed"):
+        runner.reset(seed=4)
+    assert runner.episode == 0  # a refused reset starts nothing
+    runner.reset()
+    assert runner.status()["episode"] == 1 and not runner.done and not runner.reset_due()
+    never = EpisodeRunner(RavensBridge(RecordingEnv()), auto_reset_s=0.0, clock=lambda: now[0])
+    never.reset()
+    never.execute([GOOD, GOOD])
+    now[0] += 1e6
+    assert never.done and not never.reset_due()
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    ("pointmoe_core.sim.env.TabletopEnv", ValueError, "not of the form 'package.module:callable'"),
+    ("pointmoe_core.sim.env:", ValueError, "not of the form"),
+    ("no_such_package.envs:make", ImportError, "cannot import 'no_such_package.envs'"),
+    ("pointmoe_core.sim.env:NoSuchEnv", ImportError, "module 'pointmoe_core.sim.env' has no 'NoSuchEnv'"),
+    ("pointmoe_core.sim.env:STATIC_SPEED", ValueError, "names a float, which is not callable"),
+])
+def test_bad_env_factory_specs_are_named_in_the_error(spec, error, message):
+    with pytest.raises(error, match=message) as raised:
+        load_env_factory(spec)
+    assert repr(spec) in str(raised.value)
+
+
+def test_env_from_factory_builds_and_checks_the_env():
+    from pointmoe_core.sim.cameras import CameraConfig
+
+    # the part after the colon may be dotted, e.g. a classmethod
+    assert load_env_factory("pointmoe_core.sim.cameras:CameraConfig.from_ravens") == CameraConfig.from_ravens
+    env = env_from_factory("pointmoe_core.sim.env:TabletopEnv")
+    try:
+        assert isinstance(env, TabletopEnv)
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="returned a dict without reset\\(\\) or step\\(\\)"):
+        env_from_factory("builtins:dict")
+    with pytest.raises(RuntimeError, match="'math:sqrt' failed: TypeError"):
+        env_from_factory("math:sqrt")
