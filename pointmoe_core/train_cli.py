@@ -15,6 +15,7 @@ import argparse
 TASKS: dict[str, str] = {
     "seg": "pointmoe_core.train.seg_trainer:train_from_args",
     "pose-dit": "pointmoe_core.plan.train_pose_dit:train_from_args",
+    "planner": "pointmoe_core.plan.train_planner:train_from_args",
 }
 
 
@@ -24,7 +25,9 @@ def task_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--batch-from-single-dataset", action="store_true",
                         help="every batch from one dataset (the non-mixed baseline)")
-    parser.add_argument("--demos", help="pose-dit: folder of oracle demos from `pointmoe sim demos`")
+    parser.add_argument("--demos", help="pose-dit, planner: folder of oracle demos from `pointmoe sim demos`")
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3),
+                        help="planner: 1 scene-caption alignment, 2 MoE + LoRA instruction tuning, 3 Pose-DiT")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
     return parser
 
@@ -32,7 +35,7 @@ def task_parser() -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", nargs="?", help=f"what to train: one of {sorted(TASKS) or 'none yet'}")
     parser.add_argument("options", nargs=argparse.REMAINDER, metavar="...",
-                        help="[--config FILE] [--resume] [--batch-from-single-dataset] [--demos DIR] [key=value ...]; "
+                        help="[--config FILE] [--resume] [--batch-from-single-dataset] [--demos DIR] [--stage N] [key=value ...]; "
                              "`pointmoe train TASK --help` describes them")
 
 

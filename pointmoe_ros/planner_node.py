@@ -6,8 +6,10 @@ negative for background: what ``sim_bridge_node`` publishes) and ``~/input/instr
 ``~/output/pose_sequence`` (pointmoe_ros/PoseSequence), ``~/output/poses`` (PoseArray: pick 1,
 place 1, pick 2, ...) and ``~/output/markers`` (pick -> place arrows and step numbers).
 
-``planner`` is "pose_dit" and needs ``checkpoint`` (a Pose-DiT file or checkpoint directory).
-Without one the node logs an error and plans nothing: it never makes poses up. The oracle is
+``planner`` is "pose_dit" (``checkpoint``: a Pose-DiT file or checkpoint directory) or "3d_moe"
+(``checkpoint``: a 3D-MoE planner folder, or a ``pointmoe train planner`` stage folder); the
+3D-MoE planner also publishes its next step in words on ``~/output/answer`` (std_msgs/String).
+Without a checkpoint the node logs an error and plans nothing: it never makes poses up. The oracle is
 not available here, as it reads the simulator's true object poses: run ``sim_bridge_node`` with
 ``use_oracle:=true`` and it publishes the oracle's plan itself.
 
@@ -33,6 +35,7 @@ from pointmoe_ros.plan_msgs import plan_markers, pose_array, sequence_to_msg
 from pointmoe_ros.spin import spin_until_shutdown
 
 if TYPE_CHECKING:
+    from pointmoe_core.plan.moe_planner import MoEPlanner
     from pointmoe_core.plan.planner import PoseDiTPlanner
 
 # planning is slower than the sensor: only the newest cloud is worth planning on
@@ -43,7 +46,7 @@ NEWEST_CLOUD_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                              durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 RESULT_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
-PLANNERS = ("pose_dit",)
+PLANNERS = ("pose_dit", "3d_moe")
 
 
 class PlannerNode(Node):
@@ -61,10 +64,11 @@ class PlannerNode(Node):
         self.sequence_pub = self.create_publisher(PoseSequenceMsg, "~/output/pose_sequence", RESULT_QOS)
         self.poses_pub = self.create_publisher(PoseArray, "~/output/poses", RESULT_QOS)
         self.markers_pub = self.create_publisher(MarkerArray, "~/output/markers", RESULT_QOS)
+        self.answer_pub = self.create_publisher(String, "~/output/answer", RESULT_QOS)
         self.timer = self.create_timer(0.01, self.plan_pending)
 
-    def load_planner(self, planner: str, checkpoint: str, device: str) -> PoseDiTPlanner | None:
-        """The Pose-DiT planner, or None (after one error) when it cannot be had."""
+    def load_planner(self, planner: str, checkpoint: str, device: str) -> PoseDiTPlanner | MoEPlanner | None:
+        """The Pose-DiT or 3D-MoE planner, or None (after one error) when it cannot be had."""
         if planner == "oracle":
             self.get_logger().error("the oracle needs the simulator's object poses: run sim_bridge_node with "
                                     "use_oracle:=true, it publishes ~/output/oracle_plan; not planning")
@@ -74,19 +78,24 @@ class PlannerNode(Node):
             return None
         if not checkpoint:
             self.get_logger().error("no checkpoint given: set the `checkpoint` parameter to a Pose-DiT "
-                                    "checkpoint; not planning")
+                                    "checkpoint or 3D-MoE planner folder; not planning")
             return None
         import torch
 
-        from pointmoe_core.plan.planner import PoseDiTPlanner  # noqa: F811 (torch only when planning)
+        from pointmoe_core.plan.moe_planner import is_moe_planner, load_planner  # torch only when planning
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        try:
-            loaded = PoseDiTPlanner.from_checkpoint(checkpoint, map_location=device)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            self.get_logger().error(f"cannot load the Pose-DiT checkpoint {checkpoint!r}: {error}; not planning")
+        kind = "3d_moe" if is_moe_planner(checkpoint) else "pose_dit"
+        if kind != planner:
+            self.get_logger().error(f"{checkpoint!r} is a {kind} planner, not {planner}: set `planner` to match; "
+                                    "not planning")
             return None
-        self.get_logger().info(f"Pose-DiT planner from {checkpoint!r} ready on {device}")
+        try:
+            loaded = load_planner(checkpoint, map_location=device)
+        except (ImportError, OSError, ValueError, KeyError, RuntimeError) as error:
+            self.get_logger().error(f"cannot load the {planner} planner {checkpoint!r}: {error}; not planning")
+            return None
+        self.get_logger().info(f"{planner} planner from {checkpoint!r} ready on {device}")
         return loaded
 
     def receive_instruction(self, msg: String) -> None:
@@ -106,8 +115,13 @@ class PlannerNode(Node):
         except CloudFormatError as error:
             self.get_logger().warning(f"cannot plan on this cloud: {error}", throttle_duration_sec=5.0)
             return
-        sequence = self.planner.plan(cloud.xyz, cloud.rgb, cloud.label, self.instruction,
-                                     num_steps=self.sampling_steps or None)
+        steps = self.sampling_steps or None
+        if hasattr(self.planner, "plan_with_answer"):  # the 3D-MoE planner also says the next step
+            sequence, answer = self.planner.plan_with_answer(cloud.xyz, cloud.rgb, cloud.label, self.instruction,
+                                                             num_steps=steps)
+            self.answer_pub.publish(String(data=answer))
+        else:
+            sequence = self.planner.plan(cloud.xyz, cloud.rgb, cloud.label, self.instruction, num_steps=steps)
         header = msg.header
         self.sequence_pub.publish(sequence_to_msg(sequence, header))
         self.poses_pub.publish(pose_array(sequence, header))

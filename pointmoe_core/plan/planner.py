@@ -77,16 +77,32 @@ class PlanBatch:
         return PlanBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
-def collate_plans(scenes: Sequence[SceneObjects], text: tuple[torch.Tensor, torch.Tensor],
-                  plans: Sequence[PoseSequence]) -> PlanBatch:
-    """Batch demos: ``text`` is the embedded instructions, tokens (B, L, E) and mask (B, L)."""
+def pad_plans(plans: Sequence[PoseSequence]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded plans padded to the longest: poses (B, T, 2, 9) and step mask (B, T)."""
     encoded = [encode_steps(plan) for plan in plans]
     t_max = max(len(p) for p in encoded)
     poses = torch.zeros(len(encoded), t_max, *encoded[0].shape[1:])
     step_mask = torch.zeros(len(encoded), t_max, dtype=torch.bool)
     for i, p in enumerate(encoded):
         poses[i, : len(p)], step_mask[i, : len(p)] = p, True
-    return PlanBatch(poses, step_mask, *pad_scenes(scenes), *text)
+    return poses, step_mask
+
+
+def collate_plans(scenes: Sequence[SceneObjects], text: tuple[torch.Tensor, torch.Tensor],
+                  plans: Sequence[PoseSequence]) -> PlanBatch:
+    """Batch demos: ``text`` is the embedded instructions, tokens (B, L, E) and mask (B, L)."""
+    return PlanBatch(*pad_plans(plans), *pad_scenes(scenes), *text)
+
+
+def decode_plan(poses: torch.Tensor, stop: torch.Tensor, threshold: float, **metadata: Any) -> PoseSequence:
+    """The first sampled plan (poses (B, T, 2, 9), stop probabilities (B, T)) cut at its stop flag.
+
+    Each step's score is the probability that the plan has not ended before it; ``metadata``
+    fills ``instruction``, ``planner`` and ``planning_time``.
+    """
+    n = int(plan_lengths(stop, threshold)[0])
+    not_ended = torch.cat([stop.new_ones(1, 1), torch.cumprod(1 - stop, dim=1)[:, :-1]], dim=1)
+    return decode_steps(poses[0, :n], not_ended[0, :n], **metadata)
 
 
 class PoseDiTPlanner(nn.Module):
@@ -150,8 +166,7 @@ class PoseDiTPlanner(nn.Module):
         """Plan for one cloud: xyz (N, 3) in metres, colours (N, 3) (uint8 or [0, 1]), instance ids
         (N,), negative for background.
 
-        ``num_steps`` overrides the scheduler's sampling steps. Each step's score is the
-        probability that the plan has not ended before it.
+        ``num_steps`` overrides the scheduler's sampling steps (see ``decode_plan`` for the scores).
         """
         start = time.perf_counter()
         c = self.config.condition
@@ -160,7 +175,5 @@ class PoseDiTPlanner(nn.Module):
         cond, cond_mask = self.condition(points, locations, object_mask, *self.embed_instructions([instruction]))
         poses, stop = sample_poses(self.model, self.scheduler, cond, cond_mask, self.config.horizon,
                                    num_steps, generator)
-        n = int(plan_lengths(stop, self.config.stop_threshold)[0])
-        not_ended = torch.cat([stop.new_ones(1, 1), torch.cumprod(1 - stop, dim=1)[:, :-1]], dim=1)
-        return decode_steps(poses[0, :n], not_ended[0, :n], instruction=instruction, planner=PLANNER_NAME,
-                            planning_time=time.perf_counter() - start)
+        return decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME,
+                           planning_time=time.perf_counter() - start)

@@ -105,6 +105,11 @@ class ConditionEncoderConfig(YamlConfig):
     max_objects: int = 60
     points_per_object: int = 1024
     pointnet: PointNet2Config = field(default_factory=PointNet2Config)
+    # self-attention layers over objects and words together, standing in for the LLM that later
+    # fuses them; without it Pose-DiT must bind "red" to the red object through cross-attention
+    # alone, which the tiny models did not learn (benchmarks/RESULTS.md, Pose-DiT)
+    fusion_layers: int = 2
+    fusion_heads: int = 4
     # object centres are scaled like the poses (to [-1, 1] over these bounds) so that "the pose
     # is at that object" is the same number on both sides of the cross-attention
     location_bounds: tuple[tuple[float, float], ...] = WORKSPACE_BOUNDS
@@ -157,6 +162,10 @@ class ConditionEncoder(nn.Module):
         # tells the planner which tokens are objects and which are words
         self.type_embed = nn.Parameter(torch.zeros(2, config.hidden_size))
         nn.init.normal_(self.type_embed, std=0.02)
+        layer = nn.TransformerEncoderLayer(config.hidden_size, config.fusion_heads, 2 * config.hidden_size,
+                                           dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        self.fusion = (nn.TransformerEncoder(layer, config.fusion_layers, enable_nested_tensor=False)
+                       if config.fusion_layers else None)
 
     def forward(
         self,
@@ -168,4 +177,7 @@ class ConditionEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scene = self.scene(object_points, object_locations, object_mask) + self.type_embed[0]
         text = self.text_proj(text_tokens) + self.type_embed[1]
-        return torch.cat([scene, text], dim=1), torch.cat([object_mask, text_mask], dim=1)
+        tokens, mask = torch.cat([scene, text], dim=1), torch.cat([object_mask, text_mask], dim=1)
+        if self.fusion is not None:
+            tokens = self.fusion(tokens, src_key_padding_mask=~mask)
+        return tokens, mask

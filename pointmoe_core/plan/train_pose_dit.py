@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -66,11 +66,13 @@ def object_instances(label: np.ndarray, object_id: np.ndarray, class_names: Sequ
     return np.where((label >= 0) & ~np.isin(label, background_ids), object_id, -1)
 
 
-def load_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUND_CLASSES) -> list[DemoFrame]:
-    """Every frame that still has steps to do, from the episodes listed in ``index.json``."""
+def iter_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUND_CLASSES
+                     ) -> Iterator[tuple[dict[str, Any], Any, int, DemoFrame]]:
+    """``(index entry, open npz, frame index, DemoFrame)`` for every frame that still has steps to
+    do, episode by episode as ``index.json`` lists them; the npz is open while its frames are yielded,
+    for readers that want more of it (the 3D-MoE trainer reads the object metadata)."""
     demo_dir = Path(demo_dir)
     index = json.loads((demo_dir / "index.json").read_text())
-    frames = []
     for entry in index["episodes"]:
         with np.load(demo_dir / entry["file"]) as demo:
             class_names = [str(name) for name in demo["class_names"]]
@@ -83,9 +85,13 @@ def load_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUN
                 remaining = PoseSequence.from_ravens_actions(
                     [{"pose0": s[:2], "pose1": s[2:]} for s in steps[k:]], instruction=str(demo["instruction"]),
                     planner="oracle")
-                frames.append(DemoFrame(demo["xyz"][points], demo["rgb"][points], instance_ids[points],
-                                        str(demo["instruction"]), remaining, str(demo["task"])))
-    return frames
+                yield entry, demo, k, DemoFrame(demo["xyz"][points], demo["rgb"][points], instance_ids[points],
+                                                str(demo["instruction"]), remaining, str(demo["task"]))
+
+
+def load_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUND_CLASSES) -> list[DemoFrame]:
+    """Every frame that still has steps to do, from the episodes listed in ``index.json``."""
+    return [frame for *_, frame in iter_demo_frames(demo_dir, background)]
 
 
 @dataclass
@@ -110,18 +116,20 @@ def make_batch(planner: PoseDiTPlanner, frames: Sequence[DemoFrame], generator: 
 
 
 class PlannerFit:
-    """The optimisation state of ``fit``: AdamW with linear warm-up and cosine decay, the generator
-    that draws frames and object points, and the step count. ``state_dict`` / ``load_state_dict``
-    make a run resumable; the loss's own noise comes from the global torch RNG, which the
-    checkpoint captures beside it."""
+    """The optimisation state of ``fit``: AdamW over the planner's trainable parameters with linear
+    warm-up and cosine decay, the generator that draws samples and object points, and the step
+    count. ``state_dict`` / ``load_state_dict`` make a run resumable; the loss's own noise comes
+    from the global torch RNG, which the checkpoint captures beside it. ``batch_loss`` is the
+    Pose-DiT loss on demo frames; the 3D-MoE stages override it for their own samples."""
 
-    def __init__(self, planner: PoseDiTPlanner, frames: Sequence[DemoFrame], config: FitConfig | None = None) -> None:
+    def __init__(self, planner: torch.nn.Module, frames: Sequence[Any], config: FitConfig | None = None) -> None:
         if not frames:
-            raise ValueError("no demo frames to fit")
+            raise ValueError("no samples to fit")
         self.planner, self.frames = planner, frames
         self.config = config = config or FitConfig()
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.optimizer = torch.optim.AdamW(planner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.trainable = [p for p in planner.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
 
@@ -140,13 +148,16 @@ class PlannerFit:
     def done(self) -> bool:
         return self.step >= self.config.steps
 
+    def batch_loss(self, samples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        return self.planner.loss(make_batch(self.planner, samples, self.generator))
+
     def run_step(self) -> dict[str, float]:
-        """One optimiser step on a random batch of frames; returns its losses."""
+        """One optimiser step on a random batch of samples; returns its losses."""
         pick = torch.randint(len(self.frames), (self.config.batch_size,), generator=self.generator).tolist()
-        losses = self.planner.loss(make_batch(self.planner, [self.frames[i] for i in pick], self.generator))
+        losses = self.batch_loss([self.frames[i] for i in pick])
         self.optimizer.zero_grad()
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(self.planner.parameters(), self.config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
         self.optimizer.step()
         self.lr_schedule.step()
         self.step += 1
@@ -199,48 +210,57 @@ class PoseDiTTrainConfig(YamlConfig):
     device: str = "auto"  # "auto": CUDA when available
 
 
-def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder: InstructionEncoder | None = None) -> dict[str, Any]:
-    """Run (or continue) training; returns the summary the CLI prints with ``--json``."""
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resume_fit(run: PlannerFit, checkpoint_dir: Path, device: torch.device) -> dict[str, Any]:
+    """Put ``run`` and the RNGs back where ``checkpoints/latest`` left them; returns the payload,
+    whose weights the caller loads into its planner."""
+    if latest_checkpoint(checkpoint_dir) is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
+    payload = load_checkpoint(checkpoint_dir, map_location=device)
+    run.load_state_dict(payload["fit"])
+    restore_rng_state(payload["rng"])
+    return payload
+
+
+@dataclass
+class CheckpointSchedule:
+    """How a checkpointed run writes: checkpoints every ``checkpoint_every`` steps (and after the
+    last), keeping ``keep_last`` of them, TensorBoard scalars every ``log_every`` steps."""
+
+    checkpoint_every: int
+    keep_last: int
+    log_every: int
+
+
+def run_checkpointed(run: PlannerFit, output_dir: Path, train_config: dict[str, Any],
+                     weights: Callable[[], dict[str, Any]], schedule: CheckpointSchedule, desc: str) -> float:
+    """Step ``run`` until done, writing ``train_config.yaml``, ``log.jsonl`` (one line per step),
+    ``tensorboard/`` and ``checkpoints/`` (``weights()`` beside the fit and RNG state) into
+    ``output_dir``, with a tqdm bar; returns the last step's loss."""
     from torch.utils.tensorboard import SummaryWriter
 
-    if not config.demos:
-        raise ValueError("no demos: give --demos DIR or demos: in the config")
-    started = time.perf_counter()
-    output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)
-    torch.manual_seed(config.fit.seed)
-    frames = load_demo_frames(config.demos)
-    planner = PoseDiTPlanner(config.planner, instruction_encoder).to(device)
-    run = PlannerFit(planner, frames, config.fit)
-    resumed_from = None
-    if resume:
-        if latest_checkpoint(checkpoint_dir) is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
-        payload = load_checkpoint(checkpoint_dir, map_location=device)
-        planner.load_state_dict(payload["state_dict"])
-        run.load_state_dict(payload["fit"])
-        restore_rng_state(payload["rng"])
-        resumed_from = run.step
-        del payload
-
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(train_config, sort_keys=False))
     writer = SummaryWriter(str(output_dir / "tensorboard"))
     log = open(output_dir / "log.jsonl", "a")
 
-    def save() -> Path:
-        payload = {**planner.checkpoint_payload(), "step": run.step, "fit": run.state_dict(),
-                   "rng": capture_rng_state(), "train_config": config.to_dict()}
-        epoch = run.step * config.fit.batch_size // len(frames)
-        path = save_checkpoint(checkpoint_dir, payload, run.step, epoch).path
-        prune_checkpoints(checkpoint_dir, config.keep_last)
-        return path
+    def save() -> None:
+        payload = {**weights(), "step": run.step, "fit": run.state_dict(), "rng": capture_rng_state(),
+                   "train_config": train_config}
+        epoch = run.step * run.config.batch_size // len(run.frames)
+        save_checkpoint(checkpoint_dir, payload, run.step, epoch)
+        prune_checkpoints(checkpoint_dir, schedule.keep_last)
 
-    progress = tqdm(total=config.fit.steps, initial=run.step, dynamic_ncols=True, desc="train pose-dit")
+    progress = tqdm(total=run.config.steps, initial=run.step, dynamic_ncols=True, desc=desc)
     last_loss = math.nan
-    planner.train()
+    run.planner.train()
     try:
         while not run.done:
             lr = run.lr  # the rate this step uses
@@ -249,18 +269,41 @@ def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder:
             log.write(json.dumps({"step": run.step, **losses, "lr": lr}) + "\n")
             progress.update(1)
             progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
-            if run.step % config.log_every == 0 or run.done:
+            if run.step % schedule.log_every == 0 or run.done:
                 for name, value in losses.items():
                     writer.add_scalar(f"loss/{name}", value, run.step)
                 writer.add_scalar("lr", lr, run.step)
                 log.flush()
-            if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or run.done:
+            if (schedule.checkpoint_every and run.step % schedule.checkpoint_every == 0) or run.done:
                 save()
     finally:
         progress.close()
         writer.close()
         log.close()
-    planner.eval()
+    run.planner.eval()
+    return last_loss
+
+
+def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder: InstructionEncoder | None = None) -> dict[str, Any]:
+    """Run (or continue) training; returns the summary the CLI prints with ``--json``."""
+    if not config.demos:
+        raise ValueError("no demos: give --demos DIR or demos: in the config")
+    started = time.perf_counter()
+    output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    device = resolve_device(config.device)
+    torch.manual_seed(config.fit.seed)
+    frames = load_demo_frames(config.demos)
+    planner = PoseDiTPlanner(config.planner, instruction_encoder).to(device)
+    run = PlannerFit(planner, frames, config.fit)
+    resumed_from = None
+    if resume:
+        planner.load_state_dict(resume_fit(run, checkpoint_dir, device)["state_dict"])
+        resumed_from = run.step
+
+    schedule = CheckpointSchedule(config.checkpoint_every, config.keep_last, config.log_every)
+    last_loss = run_checkpointed(run, output_dir, config.to_dict(), planner.checkpoint_payload, schedule,
+                                 "train pose-dit")
     summary = {
         "ok": True, "task": "pose-dit", "output_dir": str(output_dir), "steps": run.step,
         "resumed_from": resumed_from, "frames": len(frames), "final_loss": last_loss,

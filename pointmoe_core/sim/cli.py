@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--assets-root", help="Ravens/LoHoRavens assets folder: use the UR5 arm")
     demos.add_argument("--out", type=Path, required=True, help="output folder")
     demos.add_argument("--voxel-size", type=float, default=0.005, help="cloud voxel edge in metres (0: off)")
-    evaluate.add_argument("--planner", default="oracle", help="'oracle' or a Pose-DiT checkpoint (file or directory)")
+    evaluate.add_argument("--planner", default="oracle",
+                          help="'oracle', a Pose-DiT checkpoint (file or directory) or a 3D-MoE planner folder")
     evaluate.add_argument("--steps", type=int, help="Pose-DiT sampling steps (default: the checkpoint's, "
                           "4 for rectified flow, 50 for DDPM)")
     evaluate.add_argument("--scheduler", choices=sorted(SCHEDULER_NAMES),
@@ -93,7 +94,7 @@ def oracle_planner(bridge: RavensBridge) -> dict | None:
 
 
 class PoseDiTClosedLoop:
-    """A Pose-DiT planner in closed loop: a full plan from the latest observation, of which only
+    """A Pose-DiT planner (MiniLM- or 3D-MoE-conditioned) in closed loop: a full plan from the latest observation, of which only
     the first step is executed, so that every step sees where the last one left the objects."""
 
     def __init__(self, planner: "PoseDiTPlanner", num_steps: int | None = None, seed: int = 0) -> None:
@@ -115,14 +116,14 @@ class PoseDiTClosedLoop:
 
 
 def make_planner(name: str, num_steps: int | None = None, scheduler: str | None = None, seed: int = 0) -> Planner:
-    """'oracle', or a Pose-DiT checkpoint file or directory run closed loop."""
+    """'oracle', or a Pose-DiT checkpoint (file or directory) or 3D-MoE planner folder run closed loop."""
     if name == "oracle":
         return oracle_planner
     if not Path(name).exists():
-        raise ValueError(f"planner {name!r}: neither 'oracle' nor an existing Pose-DiT checkpoint")
-    from pointmoe_core.plan.planner import PoseDiTPlanner
+        raise ValueError(f"planner {name!r}: neither 'oracle' nor an existing Pose-DiT checkpoint or 3D-MoE planner")
+    from pointmoe_core.plan.moe_planner import load_planner
 
-    planner = PoseDiTPlanner.from_checkpoint(name)
+    planner = load_planner(name)
     if scheduler is not None and SCHEDULER_NAMES[scheduler] != planner.config.scheduler:
         # each scheduler trains its own prediction target (velocity vs noise): a network only samples with its own
         raise ValueError(f"{name} was trained with the {planner.config.scheduler} scheduler, not {scheduler}; "

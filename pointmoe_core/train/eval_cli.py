@@ -1,5 +1,8 @@
 """``pointmoe eval seg --checkpoint CKPT [--datasets SPEC ...]``: per-dataset segmentation scores.
 
+(``pointmoe eval planner --checkpoint DIR --demos DIR`` scores the 3D-MoE planner's question
+answering instead: :mod:`pointmoe_core.plan.eval_planner`.)
+
 For every dataset: per-class IoU, mIoU, allAcc and the confusion matrix, on every original point
 (predictions on the voxelised cloud are carried back through GridSample's ``inverse``, as
 Pointcept's tester does). A dataset the model was trained on is scored over its valid classes
@@ -150,17 +153,29 @@ def mean_miou(results: dict[str, dict[str, Any]], zero_shot: bool) -> float | No
 
 # ---- CLI ------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=("seg",), help="what to evaluate")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint file or checkpoint directory")
+    parser.add_argument("task", choices=("seg", "planner"), help="what to evaluate")
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint file or checkpoint directory "
+                        "(planner: a 3D-MoE planner folder or training stage folder)")
     parser.add_argument("--datasets", nargs="+", metavar="SPEC",
                         help="KIND[:key=value,...], e.g. synthetic:domain=tabletop,split=val "
                              "(default: the run's val and zero-shot datasets)")
     parser.add_argument("--max-scenes", type=int, help="score at most this many scenes per dataset")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--num-workers", type=int, default=0, help="data loading processes")
+    planner = parser.add_argument_group("planner")
+    planner.add_argument("--demos", help="demo folder of `pointmoe sim demos` (default: the training run's)")
+    planner.add_argument("--split", choices=("heldout", "train", "all"), default="heldout",
+                         help="which episodes' questions (held out by the training run's heldout_every)")
+    planner.add_argument("--heldout-every", type=int, help="override the training run's held-out split")
+    planner.add_argument("--max-questions", type=int, help="answer at most this many questions")
+    planner.add_argument("--seed", type=int, default=0, help="question and object-point draws")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.task == "planner":
+        from pointmoe_core.plan import eval_planner
+
+        return eval_planner.run(args)
     context = init_distributed(args.device)
     try:
         trained = load_trained(args.checkpoint, context.device)

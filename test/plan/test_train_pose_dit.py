@@ -167,7 +167,7 @@ def test_train_cli_takes_demos_and_dotted_overrides(demo_dir, tmp_path, monkeypa
     assert train_cli.run(args) == {"ok": True}
     config = seen["config"]
     assert seen["resume"] and config.demos == str(demo_dir) and config.fit.steps == 3
-    assert config.planner.scheduler == "ddpm" and config.planner.model.hidden_size == 64  # the rest from the YAML
+    assert config.planner.scheduler == "ddpm" and config.planner.model.hidden_size == 128  # the rest from the YAML
 
 
 def test_checkpoint_plans_closed_loop_in_sim_eval(tiny_planner_config, hash_text, tmp_path, monkeypatch):

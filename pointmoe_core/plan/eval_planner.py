@@ -1,0 +1,87 @@
+"""``pointmoe eval planner --checkpoint DIR --demos DIR``: 3D question answering on held-out scenes.
+
+3D-MoE (arXiv 2501.16698) reports its LLM on 3D question answering; here the questions are the
+simulator's (:mod:`pointmoe_core.sim.language`: count, colour, spatial relation, next step) on
+the episodes the training stages held out (seed a multiple of ``heldout_every``), scored by exact
+match of the greedy answer, overall and per question kind. The JSON also carries the MoE routing
+report over these questions (:func:`.llm_moe.routing_report`): each layer's expert load for 3D
+tokens and for text tokens, and whether a layer collapsed onto one expert.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from .llm_moe import reset_routing_stats, routing_report
+from .moe_planner import MoEPlanner
+from .train_planner import PlannerTrainConfig, TextSample, load_scene_frames, question_samples, split_episodes
+
+SPLITS = ("heldout", "train", "all")
+EXAMPLES_KEPT = 5  # question, expected and predicted answers shown in the JSON
+
+
+def normalise(answer: str) -> str:
+    """Exact match up to case and surrounding/repeated white space."""
+    return " ".join(answer.lower().split())
+
+
+@torch.no_grad()
+def evaluate_questions(planner: MoEPlanner, samples: Sequence[TextSample], seed: int = 0) -> dict[str, Any]:
+    """Exact-match accuracy overall and per kind, and the routing report over these questions."""
+    if not samples:
+        raise ValueError("no questions to evaluate")
+    generator = torch.Generator().manual_seed(seed)  # which object points are drawn
+    reset_routing_stats(planner.llm)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    examples = []
+    for sample in samples:
+        cloud = sample.cloud
+        predicted = planner.generate(planner.scene_objects(cloud.xyz, cloud.rgb, cloud.instance_ids, generator),
+                                     sample.prompt)
+        correct[sample.kind].append(normalise(predicted) == normalise(sample.answer))
+        if len(examples) < EXAMPLES_KEPT:
+            examples.append({"prompt": sample.prompt, "expected": sample.answer, "predicted": predicted})
+    every = [ok for oks in correct.values() for ok in oks]
+    return {
+        "questions": len(every),
+        "accuracy": sum(every) / len(every),
+        "per_kind": {kind: {"questions": len(oks), "accuracy": sum(oks) / len(oks)} for kind, oks in sorted(correct.items())},
+        "routing": routing_report(planner.llm, reset=True),
+        "examples": examples,
+    }
+
+
+def _training_config(checkpoint: Path) -> PlannerTrainConfig:
+    """The training run's config when ``checkpoint`` is a stage folder (or its planner/), else defaults."""
+    for folder in (checkpoint, checkpoint.parent):
+        if (folder / "train_config.yaml").is_file():
+            data = yaml.safe_load((folder / "train_config.yaml").read_text())
+            data.pop("stage_run", None)
+            return PlannerTrainConfig.from_dict(data)
+    return PlannerTrainConfig()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    checkpoint = Path(args.checkpoint)
+    trained = _training_config(checkpoint)
+    demos = args.demos or trained.demos
+    if not demos:
+        return {"ok": False, "error": "no demos: pass --demos DIR"}
+    heldout_every = trained.heldout_every if args.heldout_every is None else args.heldout_every
+    train_frames, heldout = split_episodes(load_scene_frames(demos), heldout_every)
+    frames = {"heldout": heldout, "train": train_frames, "all": train_frames + heldout}[args.split]
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device
+    planner = MoEPlanner.from_checkpoint(checkpoint, map_location=device)
+    samples = question_samples(frames, planner.config.prompt, trained.questions_per_frame, args.seed)
+    if args.max_questions:
+        samples = samples[:args.max_questions]
+    result = evaluate_questions(planner, samples, args.seed)
+    print(f"{args.split} QA exact match {result['accuracy']:.3f} over {result['questions']} questions: "
+          + ", ".join(f"{kind} {r['accuracy']:.3f} ({r['questions']})" for kind, r in result["per_kind"].items()))
+    return {"ok": True, "checkpoint": str(checkpoint), "demos": str(demos), "split": args.split,
+            "heldout_every": heldout_every, **result}

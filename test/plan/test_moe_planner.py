@@ -1,0 +1,146 @@
+"""The 3D-MoE planner on a tiny random LLM: what each stage trains, saving and reloading exactly,
+valid plans, answers, the routing report's 3D tokens, and the planner factory."""
+import numpy as np
+import pytest
+import torch
+
+from pointmoe_core.plan import planner as planner_module
+from pointmoe_core.plan.llm_moe import moe_layers, reset_routing_stats, routing_report
+from pointmoe_core.plan.lora import trainable_parameter_report
+from pointmoe_core.plan.moe_planner import NEXT_STEP_QUESTION, MoEPlanner, load_planner
+from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
+from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS
+from pointmoe_core.plan.train_planner import PlannerTrainConfig
+from pointmoe_core.sim.language import ObjectFact, next_step_qa
+from pointmoe_core.train.checkpoint import save_checkpoint
+
+TINY = "config/train/planner_tiny.yaml"
+
+
+@pytest.fixture
+def config():
+    return PlannerTrainConfig.load(TINY).planner
+
+
+def cloud(seed: int = 0):
+    """Three objects (instance ids 3, 4, 5) on a background (-1)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.4, -0.2, 0.02], [0.5, 0.1, 0.02], [0.6, 0.3, 0.02]])
+    xyz = np.concatenate([rng.normal(c, 0.01, (60, 3)) for c in centres] + [rng.uniform(0.3, 0.7, (40, 3))])
+    ids = np.concatenate([np.full(60, i) for i in (3, 4, 5)] + [np.full(40, -1)])
+    rgb = rng.integers(0, 256, (len(xyz), 3), dtype=np.uint8)
+    return xyz.astype(np.float32), rgb, ids
+
+
+def count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def test_each_stage_trains_only_its_part(config):
+    planner = MoEPlanner(config)
+    planner.set_stage(1)
+    assert trainable_parameter_report(planner)["trainable"] == count(planner.scene.parameters())
+    planner.set_stage(3)
+    assert trainable_parameter_report(planner)["trainable"] == count(planner.pose_dit.parameters())
+    with pytest.raises(ValueError, match="adapt"):
+        planner.set_stage(2)
+
+    planner.adapt()
+    planner.set_stage(2)
+    layers = moe_layers(planner.llm)
+    assert len(layers) == config.llm.num_layers and all(len(layer.experts) == 2 for layer in layers)
+    trainable = [name for name, p in planner.named_parameters() if p.requires_grad]
+    routers = sum(layer.router.weight.numel() for layer in layers)
+    report = trainable_parameter_report(planner)
+    assert report["full"] == routers + count(planner.scene.projector.parameters())
+    # LoRA rank r on q, k, v, o and on each expert's gate, up, down: r * (in + out) each
+    h, i, kv, r = config.llm.hidden_size, config.llm.intermediate_size, config.llm.hidden_size // 2, config.lora.r
+    per_layer = r * ((h + h) + (h + kv) * 2 + (h + h)) + 2 * r * ((h + i) * 2 + (i + h))
+    assert report["lora"] == config.llm.num_layers * per_layer
+    assert all("lora_" in n or ".router." in n or n.startswith("scene.projector.") for n in trainable)
+    # stage 3 freezes the adapters too; frozen parts stay in eval mode while training
+    planner.set_stage(3)
+    planner.train()
+    assert trainable_parameter_report(planner)["trainable"] == count(planner.pose_dit.parameters())
+    assert not planner.llm.training and not planner.scene.training and planner.pose_dit.training
+
+
+def test_saved_planner_reloads_with_the_same_outputs(config, tmp_path):
+    torch.manual_seed(0)
+    planner = MoEPlanner(config)
+    planner.adapt()
+    with torch.no_grad():  # adapters start as no-ops (B = 0): make them matter
+        for name, param in planner.llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.1)
+    planner.eval()
+    planner.save(tmp_path / "planner")
+    loaded = MoEPlanner.from_checkpoint(tmp_path)  # a stage folder: its planner/ is found
+    assert loaded.adapted and not loaded.training
+    xyz, rgb, ids = cloud()
+    for name, value in planner.trained_state().items():
+        torch.testing.assert_close(loaded.trained_state()[name], value, rtol=0, atol=0, msg=name)
+    plans = [p.plan(xyz, rgb, ids, "put the blocks in the bowl", generator=torch.Generator().manual_seed(3))
+             for p in (planner, loaded)]
+    assert plans[0].steps == plans[1].steps
+    answers = [p.answer(xyz, rgb, ids, "how many blocks are there?", generator=torch.Generator().manual_seed(3))
+               for p in (planner, loaded)]
+    assert answers[0] == answers[1]
+    # the saved LLM is not a fresh one: the adapters were loaded
+    fresh = MoEPlanner(config)
+    scenes = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        assert not torch.equal(fresh.condition(scenes, ["x"])[0], loaded.condition(scenes, ["x"])[0])
+
+    other = PlannerTrainConfig.load(TINY, ["planner.llm.seed=1"]).planner
+    with pytest.raises(ValueError, match="llm"):
+        MoEPlanner.from_checkpoint(tmp_path, other)
+
+
+def test_plan_answer_and_routing_by_modality(config):
+    planner = MoEPlanner(config)
+    planner.adapt()
+    planner.eval()
+    xyz, rgb, ids = cloud()
+    plan, answer = planner.plan_with_answer(xyz, rgb, ids, "put the red block in the bowl.",
+                                            generator=torch.Generator().manual_seed(0))
+    assert isinstance(answer, str) and 1 <= len(plan) <= config.horizon
+    assert plan.planner == "3d-moe" and plan.planning_time > 0
+    bounds = np.array(WORKSPACE_BOUNDS)
+    for step in plan.steps:
+        for xyz_, quat in ((step.pick_xyz, step.pick_quat), (step.place_xyz, step.place_quat)):
+            assert np.all(bounds[:, 0] <= xyz_) and np.all(xyz_ <= bounds[:, 1])
+            assert np.linalg.norm(quat) == pytest.approx(1.0, abs=1e-6)
+    # one answer: its 3 objects are 3D tokens in every layer, the prompt and answer text tokens
+    reset_routing_stats(planner.llm)
+    planner.answer(xyz, rgb, ids, "how many blocks are there?")
+    report = routing_report(planner.llm)
+    assert report["num_experts"] == 2
+    assert all(layer["3d"]["tokens"] == 3 and layer["text"]["tokens"] > 20 for layer in report["layers"])
+
+
+def test_plan_conditions_on_the_penultimate_layer(config):
+    planner = MoEPlanner(config).eval()
+    xyz, rgb, ids = cloud()
+    scenes = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        cond, mask = planner.condition(scenes, ["stack the blocks"])
+        spliced = planner._spliced(scenes, [config.prompt.plan("stack the blocks")])
+        states = planner.llm(inputs_embeds=spliced.embeds, output_hidden_states=True).hidden_states
+    assert cond.shape[-1] == config.llm.hidden_size and mask.all()
+    torch.testing.assert_close(cond, states[config.llm.num_layers - 1])
+
+
+def test_next_step_question_is_the_one_stage_2_trains_on():
+    block = ObjectFact("block", "red", "", (0.4, 0.0, 0.02), (0.04, 0.04, 0.04))
+    qa = next_step_qa([block], "stack it.", (0.4, 0.0, 0.02), (0.6, -0.3, 0.02))
+    assert qa.question == NEXT_STEP_QUESTION.format(instruction="stack it.")
+
+
+def test_load_planner_opens_either_kind(config, tiny_planner_config, hash_text, tmp_path, monkeypatch):
+    MoEPlanner(config).save(tmp_path / "moe")
+    assert isinstance(load_planner(tmp_path / "moe"), MoEPlanner)
+    monkeypatch.setattr(planner_module, "InstructionEncoder", lambda mode: hash_text)
+    pose_dit = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), instruction_encoder=hash_text)
+    save_checkpoint(tmp_path / "pose_dit", pose_dit.checkpoint_payload(), 0, 0)
+    assert isinstance(load_planner(tmp_path / "pose_dit"), PoseDiTPlanner)
