@@ -10,7 +10,12 @@ Rectified Flow" (arXiv 2501.16698). No code is public; this follows the paper's 
   ``"temporal"`` (steps only, pick and place never attend to each other) are the ablations;
 * timestep conditioning by a sinusoidal embedding and adaLN-Zero (Peebles & Xie, DiT);
 * cross-attention to condition tokens (scene + instruction now, LLM hidden states later) with a
-  key padding mask;
+  key padding mask. Tokens that stand for an object may carry its centre (``cond_xyz``, in the
+  poses' normalised frame): each head then adds ``-w(t) * |pose xyz - centre|^2`` to its logits,
+  with ``w(t) >= 0`` regressed from the timestep. This is our addition, after LEO's
+  pairwise-distance attention: late in denoising, when the noisy pose is already near its
+  object, snapping to that object is one learned scalar per head instead of a pointer the
+  network must discover through feature matching (which the tiny CPU models never did);
 * a stop logit per step (trained with BCE to fire on the plan's last step), so the planner
   decides how many steps the task needs. Temporal attention is causal by default: a step never
   sees later steps, so sampling a long horizon and cutting it at the stop flag gives exactly the
@@ -111,7 +116,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias`` (float, broadcast like ``mask``) is added to the logits where ``mask`` allows."""
         context = x if context is None else context
         q = self.q(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
         k, v = self.kv(context).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
@@ -119,6 +125,9 @@ class Attention(nn.Module):
             # Softmax over nothing is NaN. A query with no key to attend to is a padded step (its
             # output is never used), so let it attend to everything instead.
             mask = mask | ~mask.any(-1, keepdim=True)
+        if bias is not None:
+            allowed = True if mask is None else mask
+            mask = torch.where(allowed, bias, torch.tensor(float("-inf"), dtype=q.dtype, device=q.device))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(out.transpose(1, 2).flatten(2))
 
@@ -172,6 +181,8 @@ class PoseDiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
         num_branches = len(self.layout) + 2
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * num_branches * d))
+        # per-head weight of the pose-to-object distance in cross-attention, as a function of t
+        self.distance_weight = nn.Sequential(nn.SiLU(), nn.Linear(d, heads), nn.Softplus())
 
     def self_attention(self, kind: str, attn: Attention, masks: AttentionMasks, h: torch.Tensor) -> torch.Tensor:
         b, t, p, d = h.shape
@@ -182,14 +193,20 @@ class PoseDiTBlock(nn.Module):
             return attn(across_steps, mask=masks.temporal).reshape(b, p, t, d).transpose(1, 2)
         return attn(h.reshape(b, t * p, d), mask=masks.joint).reshape(b, t, p, d)
 
-    def cross_attention(self, cond: torch.Tensor, masks: AttentionMasks, h: torch.Tensor) -> torch.Tensor:
+    def cross_attention(self, cond: torch.Tensor, masks: AttentionMasks, distances: torch.Tensor | None,
+                        c: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         b, t, p, d = h.shape
-        return self.cross_attn(h.reshape(b, t * p, d), cond, masks.cross).reshape(b, t, p, d)
+        bias = None
+        if distances is not None:  # (B, 2T, L) squared distances, 0 where a token has no position
+            bias = -self.distance_weight(c)[:, :, None, None] * distances[:, None]
+        return self.cross_attn(h.reshape(b, t * p, d), cond, masks.cross, bias).reshape(b, t, p, d)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, cond: torch.Tensor, masks: AttentionMasks) -> torch.Tensor:
-        """x (B, T, 2, D), c (B, D) timestep embedding, cond (B, L, D) condition tokens."""
+    def forward(self, x: torch.Tensor, c: torch.Tensor, cond: torch.Tensor, masks: AttentionMasks,
+                distances: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, 2, D), c (B, D) timestep embedding, cond (B, L, D) condition tokens,
+        distances (B, 2T, L) from each noisy pose to each positioned condition token, or None."""
         branches = [partial(self.self_attention, kind, attn, masks) for kind, attn in zip(self.layout, self.self_attn)]
-        branches += [partial(self.cross_attention, cond, masks), self.mlp]
+        branches += [partial(self.cross_attention, cond, masks, distances, c), self.mlp]
         modulation = self.adaLN_modulation(c)[:, None, None].chunk(3 * len(branches), dim=-1)
         for i, branch in enumerate(branches):
             shift, scale, gate = modulation[3 * i : 3 * i + 3]
@@ -225,6 +242,7 @@ class PoseDiT(nn.Module):
         for layer in self.time_embed.mlp[0::2]:
             nn.init.normal_(layer.weight, std=0.02)
         zeroed = [block.adaLN_modulation[-1] for block in self.blocks]
+        zeroed += [block.distance_weight[1] for block in self.blocks]  # every head starts at softplus(0)
         zeroed += [self.final_modulation[-1], self.pose_head, self.stop_head]
         for layer in zeroed:
             nn.init.zeros_(layer.weight)
@@ -237,9 +255,11 @@ class PoseDiT(nn.Module):
         cond: torch.Tensor,
         cond_mask: torch.Tensor | None = None,
         step_mask: torch.Tensor | None = None,
+        cond_xyz: torch.Tensor | None = None,
     ) -> PoseDiTOutput:
         """noisy_poses (B, T, 2, 9); t (B,) in [0, 1], 1 = noise; cond (B, L, cond_dim);
-        cond_mask (B, L) and step_mask (B, T), True = real (default: all real)."""
+        cond_mask (B, L) and step_mask (B, T), True = real (default: all real); cond_xyz (B, L, 3):
+        normalised centre of each object token, NaN for tokens without one (default: none has)."""
         b, t_steps = noisy_poses.shape[:2]
         if step_mask is None:
             step_mask = torch.ones(b, t_steps, dtype=torch.bool, device=noisy_poses.device)
@@ -251,8 +271,12 @@ class PoseDiT(nn.Module):
         c = self.time_embed(t)
         cond = self.cond_embed(cond)
         masks = AttentionMasks.build(step_mask, cond_mask, self.config.causal)
+        distances = None
+        if cond_xyz is not None:
+            pose_xyz = noisy_poses[..., :3].flatten(1, 2)  # (B, 2T, 3), tokens ordered (step, pose)
+            distances = (pose_xyz[:, :, None] - cond_xyz[:, None]).square().sum(-1).nan_to_num(0.0)
         for block in self.blocks:
-            x = block(x, c, cond, masks)
+            x = block(x, c, cond, masks, distances)
         shift, scale = self.final_modulation(c)[:, None, None].chunk(2, dim=-1)
         h = modulate(layer_norm(x), shift, scale)
         return PoseDiTOutput(self.pose_head(h), self.stop_head(h.flatten(2)).squeeze(-1))
@@ -276,6 +300,7 @@ def pose_dit_loss(
     cond_mask: torch.Tensor,
     stop_weight: float = 1.0,
     generator: torch.Generator | None = None,
+    cond_xyz: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Denoising loss on real steps + ``stop_weight`` x BCE of the stop flags.
 
@@ -284,7 +309,7 @@ def pose_dit_loss(
     t = scheduler.sample_time(poses.shape[0], poses.device, generator)
     noise = torch.randn(poses.shape, device=poses.device, dtype=poses.dtype, generator=generator)
     noisy, target = scheduler.noisy_input_and_target(poses, noise, t)
-    out = model(noisy, t, cond, cond_mask, step_mask)
+    out = model(noisy, t, cond, cond_mask, step_mask, cond_xyz)
     pose_loss = masked_mse(out.prediction, target, step_mask)
     stop_loss = F.binary_cross_entropy_with_logits(out.stop_logits[step_mask], stop_targets(step_mask)[step_mask])
     return {"loss": pose_loss + stop_weight * stop_loss, "pose_loss": pose_loss, "stop_loss": stop_loss}
@@ -299,6 +324,7 @@ def sample_poses(
     horizon: int,
     num_steps: int | None = None,
     generator: torch.Generator | None = None,
+    cond_xyz: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample plans of ``horizon`` steps: poses (B, T, 2, 9) and stop probabilities (B, T).
 
@@ -312,7 +338,7 @@ def sample_poses(
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         nonlocal stop_logits
-        out = model(x, t, cond, cond_mask)
+        out = model(x, t, cond, cond_mask, cond_xyz=cond_xyz)
         stop_logits = out.stop_logits
         return out.prediction
 

@@ -110,6 +110,8 @@ class ConditionEncoderConfig(YamlConfig):
     # alone, which the tiny models did not learn (benchmarks/RESULTS.md, Pose-DiT)
     fusion_layers: int = 2
     fusion_heads: int = 4
+    # give Pose-DiT each object token's centre for its distance-biased cross-attention
+    object_positions: bool = True
     # object centres are scaled like the poses (to [-1, 1] over these bounds) so that "the pose
     # is at that object" is the same number on both sides of the cross-attention
     location_bounds: tuple[tuple[float, float], ...] = WORKSPACE_BOUNDS
@@ -181,3 +183,15 @@ class ConditionEncoder(nn.Module):
         if self.fusion is not None:
             tokens = self.fusion(tokens, src_key_padding_mask=~mask)
         return tokens, mask
+
+    def token_positions(self, object_locations: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor | None:
+        """(B, M + L, 3): each object token's centre in the poses' normalised frame, NaN for words;
+        None when ``object_positions`` is off.
+
+        Pose-DiT's cross-attention uses them to bias each pose towards nearby objects.
+        """
+        if not self.config.object_positions:
+            return None
+        centres = self.scene.normalize_locations(object_locations)[..., :3]
+        words = centres.new_full((*text_mask.shape, 3), float("nan"))
+        return torch.cat([centres, words], dim=1)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
+from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans, grounding_targets
 from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
@@ -55,7 +55,10 @@ def test_loss_on_collated_demos(scheduler, tiny_planner_config, hash_text):
     batch = collate_plans(scenes, planner.embed_instructions(["a", "b", "c"]), plans)
     assert batch.poses.shape == (3, 3, 2, 9) and batch.step_mask.sum(1).tolist() == [1, 2, 3]
     losses = planner.loss(batch)
-    assert set(losses) == {"loss", "pose_loss", "stop_loss"} and losses["loss"].isfinite()
+    assert set(losses) == {"loss", "pose_loss", "stop_loss", "grounding_loss"} and losses["loss"].isfinite()
+    # the pick is on the block (object 0), the place in the bowl (object 1)
+    target, grounded = grounding_targets(batch, radius=0.05)
+    assert target.tolist() == [[0, 1]] * 3 and grounded.all()
     # adaLN-Zero starts every block as the identity with zero heads: the first step trains the
     # heads, the second the gates, and from the third on the scene, text and pose paths all learn
     optimizer = torch.optim.SGD(planner.parameters(), lr=0.1)
@@ -63,10 +66,13 @@ def test_loss_on_collated_demos(scheduler, tiny_planner_config, hash_text):
         optimizer.zero_grad()
         planner.loss(batch)["loss"].backward()
         optimizer.step()
-    for part in (planner.condition.scene.pointnet, planner.condition.text_proj, planner.model.blocks[0].cross_attn):
+    parts = (planner.condition.scene.pointnet, planner.condition.text_proj, planner.model.blocks[0].cross_attn,
+             planner.grounding_head)
+    for part in parts:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
 
 
+@pytest.mark.slow  # ~35 s of CPU: 600 steps
 def test_plan_learns_to_pick_the_block_where_the_cloud_shows_it(tiny_planner_config, hash_text):
     """Two scenes differing only in where the block is: the plan must follow the points."""
     torch.manual_seed(0)
@@ -77,7 +83,7 @@ def test_plan_learns_to_pick_the_block_where_the_cloud_shows_it(tiny_planner_con
     text = planner.embed_instructions(["put the block in the bowl"] * 8)
     optimizer = torch.optim.AdamW(planner.parameters(), lr=5e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    for _ in range(600):
         # fresh point samples every step, so only what is real about the scene can be learnt
         scenes = [objects_from_cloud(*cloud, points_per_object=64, generator=g) for cloud in clouds * 4]
         loss = planner.loss(collate_plans(scenes, text, plans * 4), generator=g)["loss"]

@@ -63,10 +63,12 @@ def test_defaults_follow_the_paper_and_load_from_yaml(tmp_path):
 def test_variants_run_forward_and_backward(variant):
     model = randomized(tiny(variant)).train()
     x, t, cond, cond_mask, step_mask = inputs()
-    out = model(x, t, cond, cond_mask, step_mask)
+    cond_xyz = torch.rand(*cond.shape[:2], 3) * 2 - 1
+    cond_xyz[:, -1] = float("nan")  # a word token: no position
+    out = model(x, t, cond, cond_mask, step_mask, cond_xyz)
     assert out.prediction.shape == (B, T, 2, 9) and out.stop_logits.shape == (B, T)
     assert out.prediction.isfinite().all() and out.stop_logits.isfinite().all()
-    loss = pose_dit_loss(model, RectifiedFlow(), x, step_mask, cond, cond_mask)["loss"]
+    loss = pose_dit_loss(model, RectifiedFlow(), x, step_mask, cond, cond_mask, cond_xyz=cond_xyz)["loss"]
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and g.isfinite().all() for g in grads)
@@ -206,3 +208,19 @@ def test_every_variant_overfits_longer(variant):
     assert end < start / 30
     assert sample_error < 0.1
     assert torch.equal(predicted_lengths, lengths)
+
+
+def test_distance_bias_makes_each_pose_attend_to_the_object_it_sits_on():
+    torch.manual_seed(0)
+    block = randomized(tiny("st")).blocks[0]
+    torch.nn.init.constant_(block.distance_weight[1].bias, 1e3)  # every head: weight ~1000 per unit^2
+    d = block.cross_attn.q.in_features
+    cond = torch.randn(1, 3, d)
+    centres = torch.tensor([[[0.5, 0.5, 0.0], [-0.5, 0.2, 0.0], [0.0, -0.6, 0.3]]])
+    poses_xyz = centres[:, [2, 0]]  # pick sits on object 2, place on object 0
+    distances = (poses_xyz[:, :, None] - centres[:, None]).square().sum(-1)
+    masks = AttentionMasks.build(torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool), True)
+    out = block.cross_attention(cond, masks, distances, torch.randn(1, d), torch.randn(1, 1, 2, d))
+    values = block.cross_attn.kv(cond)[..., d:]  # (1, 3, d): the value of each object
+    expected = block.cross_attn.out(values[:, [2, 0]])
+    torch.testing.assert_close(out.reshape(1, 2, d), expected, atol=1e-5, rtol=1e-5)
