@@ -10,7 +10,7 @@ BUILD_INPUTS := CMakeLists.txt package.xml $(wildcard msg/*.msg) \
 	$(shell find pointmoe_ros pointmoe_core launch config -type f -not -name '*.pyc' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup build test test-all demo bench clean
+.PHONY: setup build test test-all demo bench clean train-defaults
 
 setup: $(SETUP_STAMP)
 
@@ -31,10 +31,38 @@ test-all: $(BUILD_STAMP)
 	$(ROS_ENV) && python -m pytest $(PYTEST_ARGS)
 
 demo: $(BUILD_STAMP)
-	$(ROS_ENV) && pointmoe demo
+	$(ROS_ENV) && pointmoe demo $(ARGS)
 
 bench: $(BUILD_STAMP)
 	$(ROS_ENV) && for b in benchmarks/*.py; do echo "== $$b"; python $$b || exit 1; done
+
+# `make train-defaults`: retrain the default checkpoints under checkpoints/ with our own commands
+# (checkpoints/README.md records what each one took). One canned recipe TRAIN_DEFAULTS_<PART>
+# per checkpoint; TRAIN_DEFAULTS lists the parts to run, so another checkpoint joins by adding
+# its recipe and its name here. Training runs on one CPU thread (OMP_NUM_THREADS=1).
+TRAIN_DEFAULTS := SEG
+SEG_DEMO_TASKS := --task pick-and-place-primitive --task put-block-into-matching-bowl \
+	--task stack-block-in-absolute-area --image-size 240x320
+SEG_DEMOS := runs/seg_sim_demos
+
+# Point-MoE segmentation: simulator demos (train + held-out seeds), training, export, hash
+define TRAIN_DEFAULTS_SEG
+source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 30 --split train --seed 0 --out $(SEG_DEMOS)/train && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 10 --split test --seed 500 --out $(SEG_DEMOS)/train_testcolors && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 6 --split test --seed 1000 --out $(SEG_DEMOS)/heldout && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 4 --split train --seed 2000 --out $(SEG_DEMOS)/heldout_traincolors && \
+	rm -rf runs/seg_default && pointmoe train seg --config config/train/seg_default.yaml && \
+	pointmoe convert --to ours runs/seg_default/checkpoints/$$(python -c "import json; print(json.load(open('runs/seg_default/checkpoints/latest'))['checkpoint'])") \
+		checkpoints/seg_default.safetensors && \
+	pointmoe eval seg --checkpoint runs/seg_default/checkpoints \
+		--datasets sim_demos:root=$(SEG_DEMOS)/heldout sim_demos:root=$(SEG_DEMOS)/heldout_traincolors && \
+	cd checkpoints && sha256sum seg_default.safetensors > seg_default.safetensors.sha256
+
+endef
+
+train-defaults: $(SETUP_STAMP)
+	$(foreach part,$(TRAIN_DEFAULTS),$(TRAIN_DEFAULTS_$(part)))
 
 clean:
 	rm -rf build install log demo_out

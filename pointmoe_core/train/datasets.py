@@ -13,9 +13,13 @@ from typing import Any, Mapping
 
 import yaml
 
-from pointmoe_core.data.datasets import build_dataset
+from pointmoe_core.data.datasets import DATASET_TYPES, build_dataset
 from pointmoe_core.data.sample import SegDataset
+from pointmoe_core.data.sim_demos import SimDemoDataset
 from pointmoe_core.data.transforms import Compose, PipelineConfig, SphereCrop, default_pipeline
+
+# clouds written by `pointmoe sim demos` (pointmoe_core.data.sim_demos), one sample per frame
+DATASET_TYPES.setdefault("sim_demos", SimDemoDataset)
 
 
 @dataclass
