@@ -1,9 +1,15 @@
 """``pointmoe demo``: what ``make demo`` runs.
 
-At this stage it shows the sensor path every later stage builds on: real clouds (a
-SemanticKITTI LiDAR scan and a TUM RGB-D frame from ``../shared/data`` when present, else a
-generated tabletop scene) become ``sensor_msgs/PointCloud2`` messages, are recorded in a
-rosbag2, read back and checked bit-exact, and are rendered to PNGs offscreen.
+With the default checkpoints (or ``--seg-checkpoint`` / ``--planner``) it runs the product
+(:mod:`pointmoe_core.demo_pipeline`): LoHoRavens tasks in our simulator, every step through
+PointCloud2 messages, Point-MoE segmentation and the planner, closed loop; it prints success rate,
+mean score, segmentation mIoU and per-stage latency per task, and writes pictures and a rosbag2.
+
+When a checkpoint is missing it says which and how to make it, and shows the sensor path every
+stage builds on instead (also ``--sensor-only``): real clouds (a SemanticKITTI LiDAR scan and a
+TUM RGB-D frame from ``../shared/data`` when present, else a generated tabletop scene) become
+``sensor_msgs/PointCloud2`` messages, are recorded in a rosbag2, read back and checked bit-exact,
+and are rendered to PNGs offscreen.
 """
 from __future__ import annotations
 
@@ -26,6 +32,14 @@ from pointmoe_core.io import (
     read_kitti_label,
 )
 
+# the default checkpoints, trained by `make train-defaults` (checkpoints/README.md); the planner is
+# a Pose-DiT checkpoint or a 3D-MoE planner folder, whichever load_planner finds there
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_SEG_CHECKPOINT = CHECKPOINTS / "seg_default.safetensors"
+DEFAULT_PLANNER = CHECKPOINTS / "planner"
+DEFAULT_TASKS = ("pick-and-place-primitive", "put-block-into-matching-bowl", "stack-block-in-absolute-area")
+DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"  # perception_node's default (config/perception.yaml)
+
 KITTI_SCAN = Path("semantickitti/sequences/00/velodyne/000000.bin")
 KITTI_LABEL = Path("semantickitti/sequences/00/labels/000000.label")
 KITTI_YAML = Path("semantickitti/semantic-kitti.yaml")
@@ -46,10 +60,30 @@ class DemoCloud:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"),
-                        help="folder with real sample scans (default ../shared/data); "
-                             "a generated scene is used when it is missing")
+    from pointmoe_core.sim.cli import _image_size
+
+    parser.add_argument("--seg-checkpoint", type=Path, default=DEFAULT_SEG_CHECKPOINT,
+                        help="Point-MoE segmentation checkpoint, ours or official with its config "
+                             f"(default {_shown(DEFAULT_SEG_CHECKPOINT)})")
+    parser.add_argument("--planner", type=Path, default=DEFAULT_PLANNER,
+                        help="Pose-DiT checkpoint (file or directory) or 3D-MoE planner folder "
+                             f"(default {_shown(DEFAULT_PLANNER)})")
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
+                        help=f"LoHoRavens tasks (default {' '.join(DEFAULT_TASKS)})")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes per task (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode, then +1 each")
+    parser.add_argument("--image-size", type=_image_size, default=(240, 320), metavar="HxW",
+                        help="camera images (default 240x320, what the default checkpoints were trained on)")
+    parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")
+    parser.add_argument("--expert-layer", default=DEFAULT_EXPERT_LAYER,
+                        help="MoE layer whose top-1 expert colours the expert picture "
+                             f"(default {DEFAULT_EXPERT_LAYER})")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
+    parser.add_argument("--sensor-only", action="store_true",
+                        help="only the sensor I/O demo on real scans (what runs when a checkpoint is missing)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"),
+                        help="sensor I/O demo: folder with real sample scans (default ../shared/data); "
+                             "a generated scene is used when it is missing")
 
 
 def kitti_scan(data: Path) -> DemoCloud:
@@ -103,14 +137,63 @@ def _same_points(original: PointCloud, decoded: PointCloud, kept: np.ndarray) ->
 
 
 def run(args: argparse.Namespace) -> dict:
+    """The pipeline when both checkpoints exist, else (or with ``--sensor-only``) the sensor demo."""
+    if args.sensor_only:
+        return run_sensor_io(args)
+    unknown = sorted(set(args.tasks) - set(_task_names()))
+    if unknown:
+        print(f"unknown tasks {unknown}; one of {sorted(_task_names())}")
+        return {"ok": False, "error": "unknown task", "tasks": unknown}
+    missing = missing_checkpoints(args)
+    if not missing:
+        from pointmoe_core.demo_pipeline import run_pipeline
+
+        return run_pipeline(args)
+    # a default that has not shipped yet is expected on a fresh clone; a path the user named is an error
+    user_given = [path for path, default in missing if path != default]
+    print("\n".join(f"missing checkpoint: {_shown(path)}" for path, _ in missing))
+    print("make the default checkpoints with `make train-defaults` (checkpoints/README.md says what each "
+          "takes), or pass --seg-checkpoint / --planner; showing the sensor I/O demo instead\n", flush=True)
+    summary = run_sensor_io(args)
+    return {**summary, "ok": summary["ok"] and not user_given, "missing": [str(path) for path, _ in missing]}
+
+
+def missing_checkpoints(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(path, its default) of each checkpoint that does not exist."""
+    wanted = ((args.seg_checkpoint, DEFAULT_SEG_CHECKPOINT), (args.planner, DEFAULT_PLANNER))
+    return [(path, default) for path, default in wanted if not path.exists()]
+
+
+def _task_names() -> tuple[str, ...]:
+    from pointmoe_core.sim.tasks import TASKS
+
+    return tuple(TASKS)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (``checkpoints/...`` from
+    the repository root), else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def new_bag_path(out: Path, name: str) -> Path:
+    """``out/name`` for a new rosbag2, removing the last run's: rosbag2 writers refuse an existing folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    bag_path = out / name
+    if bag_path.exists():
+        shutil.rmtree(bag_path)
+    return bag_path
+
+
+def run_sensor_io(args: argparse.Namespace) -> dict:
+    """Real clouds -> PointCloud2 -> rosbag2 -> decoded bit-exact -> PNGs."""
     from pointmoe_core.viz.render import render_cloud_png
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    bag_path = out / "demo_bag"
-    if bag_path.exists():
-        shutil.rmtree(bag_path)  # rosbag2 writers refuse an existing folder
-
+    bag_path = new_bag_path(out, "demo_bag")
     print(f"[1/4] loading clouds from {args.data if args.data.is_dir() else 'a generated scene'}", flush=True)
     demo_clouds = load_demo_clouds(args.data)
     by_topic = {demo.topic: demo for demo in demo_clouds}
@@ -155,4 +238,4 @@ def run(args: argparse.Namespace) -> dict:
               f"{row['encode_ms']:7.2f} {row['decode_ms']:7.2f} {str(row['bit_exact']):>5s}  "
               f"{','.join(row['fields'])}")
     print(f"\nbag: {bag_path}  images: {', '.join(row['png'] for row in rows)}")
-    return {"ok": all(row["bit_exact"] for row in rows), "bag": str(bag_path), "clouds": rows}
+    return {"ok": all(row["bit_exact"] for row in rows), "mode": "sensor", "bag": str(bag_path), "clouds": rows}

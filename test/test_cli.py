@@ -37,7 +37,8 @@ def test_train_reports_unknown_task(capsys):
 
 
 def test_demo_on_generated_scene(tmp_path, capsys):
-    assert cli.main(["demo", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert cli.main(["demo", "--sensor-only", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "out"),
+                     "--json"]) == 0
     summary = _last_json_line(capsys)
     [row] = summary["clouds"]
     assert row["name"] == "generated tabletop" and row["bit_exact"]
@@ -46,7 +47,7 @@ def test_demo_on_generated_scene(tmp_path, capsys):
 
 
 def test_demo_on_real_scans(shared_data, tmp_path, capsys):
-    assert cli.main(["demo", "--data", str(shared_data), "--out", str(tmp_path), "--json"]) == 0
+    assert cli.main(["demo", "--sensor-only", "--data", str(shared_data), "--out", str(tmp_path), "--json"]) == 0
     rows = {row["name"]: row for row in _last_json_line(capsys)["clouds"]}
     assert rows["SemanticKITTI 00/000000"]["points"] == 124_668
     assert rows["TUM RGB-D frame"]["organized"] and rows["TUM RGB-D frame"]["valid"] < 640 * 480
