@@ -40,7 +40,7 @@ bench: $(BUILD_STAMP)
 # (checkpoints/README.md records what each one took). One canned recipe TRAIN_DEFAULTS_<PART>
 # per checkpoint; TRAIN_DEFAULTS lists the parts to run, so another checkpoint joins by adding
 # its recipe and its name here. Training runs on one CPU thread (OMP_NUM_THREADS=1).
-TRAIN_DEFAULTS := SEG
+TRAIN_DEFAULTS := SEG POSE_DIT
 SEG_DEMO_TASKS := --task pick-and-place-primitive --task put-block-into-matching-bowl \
 	--task stack-block-in-absolute-area --image-size 240x320
 SEG_DEMOS := runs/seg_sim_demos
@@ -58,6 +58,18 @@ source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
 	pointmoe eval seg --checkpoint runs/seg_default/checkpoints \
 		--datasets sim_demos:root=$(SEG_DEMOS)/heldout sim_demos:root=$(SEG_DEMOS)/heldout_traincolors && \
 	cd checkpoints && sha256sum seg_default.safetensors > seg_default.safetensors.sha256
+
+endef
+
+# Pose-DiT planner (MiniLM instruction tokens) on oracle demos of the three demo tasks; exported
+# with its sha256 sidecar by the trainer
+define TRAIN_DEFAULTS_POSE_DIT
+source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
+	rm -rf runs/demos_pose_dit runs/pose_dit_default && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out runs/demos_pose_dit && \
+	pointmoe train pose-dit --config config/train/pose_dit_tiny.yaml --demos runs/demos_pose_dit \
+		fit.steps=5000 checkpoint_every=500 output_dir=runs/pose_dit_default \
+		export=checkpoints/pose_dit_tiny.safetensors
 
 endef
 

@@ -32,11 +32,12 @@ from pointmoe_core.io import (
     read_kitti_label,
 )
 
-# the default checkpoints, trained by `make train-defaults` (checkpoints/README.md); the planner is
-# a Pose-DiT checkpoint or a 3D-MoE planner folder, whichever load_planner finds there
+# the default checkpoints, trained by `make train-defaults` (checkpoints/README.md); the planner may
+# be a Pose-DiT checkpoint or a 3D-MoE planner folder (load_planner tells them apart): until a
+# 3D-MoE planner ships, the default is the MiniLM-conditioned Pose-DiT
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_SEG_CHECKPOINT = CHECKPOINTS / "seg_default.safetensors"
-DEFAULT_PLANNER = CHECKPOINTS / "planner"
+DEFAULT_PLANNER = CHECKPOINTS / "pose_dit_tiny.safetensors"
 DEFAULT_TASKS = ("pick-and-place-primitive", "put-block-into-matching-bowl", "stack-block-in-absolute-area")
 DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"  # perception_node's default (config/perception.yaml)
 

@@ -12,15 +12,40 @@ from pointmoe_core.train.checkpoint import sha256_file
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 SEG = CHECKPOINTS / "seg_default.safetensors"
+POSE_DIT = CHECKPOINTS / "pose_dit_tiny.safetensors"
 COARSE = SIM_CLASS_SETS["coarse"]
 
 
-def test_seg_checkpoint_hash_matches_the_recorded_one():
-    digest = sha256_file(SEG)
-    sidecar = (CHECKPOINTS / "seg_default.safetensors.sha256").read_text().split()
-    assert sidecar == [digest, SEG.name]
+@pytest.mark.parametrize("checkpoint", [SEG, POSE_DIT], ids=lambda path: path.name)
+def test_checkpoint_hash_matches_the_recorded_one(checkpoint):
+    digest = sha256_file(checkpoint)
+    sidecar = checkpoint.with_name(checkpoint.name + ".sha256").read_text().split()
+    assert sidecar == [digest, checkpoint.name]
     assert digest in (CHECKPOINTS / "README.md").read_text()
-    assert SEG.stat().st_size < 8.5e6  # its share of the 20 MB checkpoint budget
+
+
+def test_checkpoints_fit_the_budget():
+    assert sum(path.stat().st_size for path in CHECKPOINTS.glob("*.safetensors")) < 20e6
+
+
+def test_demo_pipeline_runs_on_the_shipped_checkpoints(tmp_path, capsys):
+    """One task, one episode of `pointmoe demo` with its defaults: every stage produced output."""
+    import json
+
+    from pointmoe_core import cli
+    from pointmoe_core.demo_pipeline import STAGES
+
+    task = "pick-and-place-primitive"
+    out = tmp_path / "out"
+    assert cli.main(["demo", "--tasks", task, "--episodes", "1", "--image-size", "120x160", "--out", str(out),
+                     "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["mode"] == "pipeline" and summary["planner"].endswith(POSE_DIT.name)
+    result = summary["tasks"][task]
+    assert result["episodes"] == 1 and result["miou"] is not None
+    assert all(result["median_ms"][stage] > 0 for stage in STAGES if stage != "execute")
+    assert all((out / f"{task}_{kind}.png").stat().st_size > 1000 for kind in ("classes", "experts", "plan"))
+    assert (out / "run_bag").is_dir()
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ holds ``format`` ("pointmoe-pose-dit"), ``version``, the planner ``config`` dict
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.checkpoint import load_checkpoint
+from ..train.checkpoint import HASH_SUFFIX, load_checkpoint, sha256_file, verify_checkpoint
 from .config import YamlConfig
 from .ddpm import DDPMConfig, DDPMScheduler
 from .instruction import InstructionEncoder
@@ -147,12 +148,38 @@ class PoseDiTPlanner(nn.Module):
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.config.to_dict(),
                 "state_dict": self.state_dict()}
 
+    def export(self, path: str | Path) -> Path:
+        """Weights alone as ``.safetensors`` (config in its metadata) plus a ``.sha256`` sidecar:
+        what ``checkpoints/`` ships and ``from_checkpoint`` reads back."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
+        save_file(state, str(path), metadata={"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION),
+                                              "config": json.dumps(self.config.to_dict())})
+        path.with_name(path.name + HASH_SUFFIX).write_text(f"{sha256_file(path)}  {path.name}\n")
+        return path
+
+    @staticmethod
+    def _read_export(path: Path) -> dict[str, Any]:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        verify_checkpoint(path)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return {"format": meta.get("format"), "version": int(meta.get("version", 0)),
+                "config": json.loads(meta.get("config", "{}")), "state_dict": load_file(str(path))}
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, instruction_encoder: InstructionEncoder | None = None,
                         map_location: str | torch.device = "cpu") -> "PoseDiTPlanner":
-        """The planner of a checkpoint file, or of the one a checkpoint directory's ``latest`` names;
-        returned in eval mode."""
-        payload = load_checkpoint(path, map_location=map_location)
+        """The planner of an exported ``.safetensors`` file, a training checkpoint file, or the one a
+        checkpoint directory's ``latest`` names (all hash-checked); returned in eval mode."""
+        path = Path(path)
+        payload = (cls._read_export(path) if path.suffix == ".safetensors"
+                   else load_checkpoint(path, map_location=map_location))
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a Pose-DiT checkpoint (format {payload.get('format')!r}, "
                              f"expected {CHECKPOINT_FORMAT!r})")

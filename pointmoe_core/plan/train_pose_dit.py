@@ -208,6 +208,7 @@ class PoseDiTTrainConfig(YamlConfig):
     keep_last: int = 3  # step checkpoints kept; 0 keeps all
     log_every: int = 10  # steps between TensorBoard scalars
     device: str = "auto"  # "auto": CUDA when available
+    export: str = ""  # also write the final weights here as .safetensors (PoseDiTPlanner.export)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -309,6 +310,8 @@ def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder:
         "resumed_from": resumed_from, "frames": len(frames), "final_loss": last_loss,
         "checkpoint": str(latest_checkpoint(checkpoint_dir)), "seconds": round(time.perf_counter() - started, 1),
     }
+    if config.export:
+        summary["export"] = str(planner.export(config.export))
     print(f"trained {run.step} steps on {len(frames)} demo frames in {summary['seconds']} s, final loss "
           f"{last_loss:.4f}, checkpoint {summary['checkpoint']}")
     return summary

@@ -96,3 +96,16 @@ def test_plan_learns_to_pick_the_block_where_the_cloud_shows_it(tiny_planner_con
         assert len(seq) == 1
         pick = np.array(seq.steps[0].pick_xyz[:2])
         assert np.linalg.norm(pick - places[i]) < 0.06 < np.linalg.norm(pick - places[1 - i])
+
+
+def test_export_round_trips_as_safetensors_and_is_hash_checked(tiny_planner_config, hash_text, tmp_path):
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config), instruction_encoder=hash_text).eval()
+    path = planner.export(tmp_path / "planner.safetensors")
+    loaded = PoseDiTPlanner.from_checkpoint(path, instruction_encoder=hash_text)
+    assert loaded.config == planner.config
+    xyz, colors, ids = tabletop(0)
+    a, b = (p.plan(xyz, colors, ids, "put it there", generator=torch.Generator().manual_seed(0)) for p in (planner, loaded))
+    assert a.to_ravens_actions()[0]["pose0"][0].tolist() == b.to_ravens_actions()[0]["pose0"][0].tolist()
+    path.write_bytes(path.read_bytes()[:-1] + b" ")  # one byte changed
+    with pytest.raises(Exception, match="corrupt"):
+        PoseDiTPlanner.from_checkpoint(path, instruction_encoder=hash_text)
