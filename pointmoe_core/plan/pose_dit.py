@@ -15,7 +15,7 @@ Rectified Flow" (arXiv 2501.16698). No code is public; this follows the paper's 
   with ``w(t) >= 0`` regressed from the timestep. This is our addition, after LEO's
   pairwise-distance attention: late in denoising, when the noisy pose is already near its
   object, snapping to that object is one learned scalar per head instead of a pointer the
-  network must discover through feature matching (which the tiny CPU models never did);
+  network must discover through feature matching;
 * a stop logit per step (trained with BCE to fire on the plan's last step), so the planner
   decides how many steps the task needs. Temporal attention is causal by default: a step never
   sees later steps, so sampling a long horizon and cutting it at the stop flag gives exactly the

@@ -106,8 +106,8 @@ class ConditionEncoderConfig(YamlConfig):
     points_per_object: int = 1024
     pointnet: PointNet2Config = field(default_factory=PointNet2Config)
     # self-attention layers over objects and words together, standing in for the LLM that later
-    # fuses them; without it Pose-DiT must bind "red" to the red object through cross-attention
-    # alone, which the tiny models did not learn (benchmarks/RESULTS.md, Pose-DiT)
+    # fuses them; without them Pose-DiT must bind "red" to the red object through cross-attention
+    # alone, since condition tokens never see each other
     fusion_layers: int = 2
     fusion_heads: int = 4
     # give Pose-DiT each object token's centre for its distance-biased cross-attention
