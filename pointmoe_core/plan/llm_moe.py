@@ -24,7 +24,7 @@ import logging
 import torch
 from torch import nn
 
-from ..seg.moe import load_balance_loss
+from ..seg.moe import dispatch_to_experts, load_balance_loss
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +81,7 @@ class MoEMLP(nn.Module):
         x = hidden_states.reshape(-1, hidden_states.shape[-1])
         probs, topk_weight, topk_idx = self.route(x)
 
-        # Group the N*k (token, slot) assignments by expert so each expert runs once on a
-        # contiguous slice of its tokens, then scatter the weighted outputs back.
-        flat_expert = topk_idx.flatten()
-        order = flat_expert.argsort(stable=True)
-        token_of_slot = order // self.top_k
-        weight_of_slot = topk_weight.flatten()[order].unsqueeze(1)
-        tokens_per_expert = torch.bincount(flat_expert, minlength=self.num_experts)
-        out = torch.zeros_like(x)
-        start = 0
-        for expert, end in zip(self.experts, tokens_per_expert.cumsum(0).tolist()):
-            if end > start:
-                tokens = token_of_slot[start:end]
-                out.index_add_(0, tokens, expert(x.index_select(0, tokens)) * weight_of_slot[start:end])
-            start = end
+        out, _ = dispatch_to_experts(x, self.experts, topk_weight, topk_idx)
 
         self.aux_loss = load_balance_loss(probs, topk_idx, self.num_experts, alpha=1.0)
         self.last_topk_idx = topk_idx.detach()

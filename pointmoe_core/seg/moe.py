@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,30 @@ def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, num_experts: 
     return alpha * num_experts * (probs.mean(0) * frac).sum()
 
 
+def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weight: torch.Tensor,
+                        topk_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of each token's top-k expert outputs weighted by its routing weights: x (N, C),
+    topk_weight and topk_idx (N, k) -> (out (N, C), tokens per expert (E,)).
+
+    The N*k (token, slot) assignments are grouped by expert so each expert runs once on a
+    contiguous slice of its tokens. torch has no public grouped GEMM, hence one call per expert;
+    ascending expert order summed into zeros matches the official Point-MoE eval path.
+    """
+    flat_expert = topk_idx.flatten()
+    order = flat_expert.argsort(stable=True)
+    token_of_slot = order // topk_idx.shape[1]
+    weight_of_slot = topk_weight.flatten()[order].unsqueeze(1)
+    tokens_per_expert = torch.bincount(flat_expert, minlength=len(experts))
+    out = torch.zeros_like(x)
+    start = 0
+    for expert, end in zip(experts, tokens_per_expert.cumsum(0).tolist()):
+        if end > start:
+            tokens = token_of_slot[start:end]
+            out.index_add_(0, tokens, expert(x.index_select(0, tokens)) * weight_of_slot[start:end])
+        start = end
+    return out, tokens_per_expert
+
+
 class SparseMoE(nn.Module):
     """Token-choice top-k MoE over gated-MLP experts; input and output are ``(N, dim)``.
 
@@ -128,22 +153,7 @@ class SparseMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs, topk_weight, topk_idx = self.route(x)
 
-        # Group the N*k (token, slot) assignments by expert so each expert runs one matmul
-        # chain on a contiguous slice. torch has no public grouped GEMM, hence one call per
-        # expert; ascending expert order summed into zeros matches the official eval path.
-        flat_expert = topk_idx.flatten()
-        order = flat_expert.argsort(stable=True)
-        token_of_slot = order // self.top_k
-        weight_of_slot = topk_weight.flatten()[order].unsqueeze(1)
-        tokens_per_expert = torch.bincount(flat_expert, minlength=self.num_experts)
-        out = torch.zeros_like(x)
-        start = 0
-        for expert, end in zip(self.experts, tokens_per_expert.cumsum(0).tolist()):
-            if end > start:
-                tokens = token_of_slot[start:end]
-                out.index_add_(0, tokens, expert(x.index_select(0, tokens)) * weight_of_slot[start:end])
-            start = end
-
+        out, tokens_per_expert = dispatch_to_experts(x, self.experts, topk_weight, topk_idx)
         self._record(probs, topk_weight, topk_idx, tokens_per_expert)
         return out
 

@@ -89,7 +89,7 @@ def test_fit_lowers_the_loss(demo_dir, tiny_planner_config, hash_text):
     seen = []
     history = fit(planner, load_demo_frames(demo_dir), FitConfig(steps=60, batch_size=8, lr=3e-3, warmup_steps=5),
                   on_step=lambda step, losses: seen.append((step, set(losses))))
-    assert len(history) == 60 and seen[-1] == (59, {"loss", "pose_loss", "stop_loss"})
+    assert len(history) == 60 and seen[-1] == (59, {"loss", "pose_loss", "stop_loss", "grounding_loss"})
     assert np.mean(history[-10:]) < np.mean(history[:10]) / 3
     assert not planner.training
 
