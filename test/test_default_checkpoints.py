@@ -54,8 +54,10 @@ def segmenter():
 
     from pointmoe_core.seg.segmenter import Segmenter
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return Segmenter.from_checkpoint(SEG)
+    yield Segmenter.from_checkpoint(SEG)
+    torch.set_num_threads(threads)
 
 
 def test_seg_checkpoint_loads_with_the_tabletop_input(segmenter):

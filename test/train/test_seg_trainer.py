@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -87,8 +88,10 @@ def test_killed_run_resumes_with_the_same_loss_trajectory(write_config, tmp_path
 
     killed = write_config("killed", max_steps=steps, checkpoint_every=2)
     output_dir = tmp_path / "killed"
+    # the same intra-op thread count as this process: float sums depend on it
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen([sys.executable, "-m", "pointmoe_core.cli", "train", "seg", "--config", str(killed)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while latest_checkpoint(output_dir / "checkpoints") is None and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
