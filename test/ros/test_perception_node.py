@@ -23,6 +23,20 @@ def _call(rclpy, node, client, request, seconds=60):
     return future.result()
 
 
+def _wire_to_perception_node(node):
+    """Collect the node's segmented clouds and info messages; return them and an input publisher."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    from pointmoe_ros.msg import SegmentationInfo
+
+    segmented, infos = [], []
+    node.create_subscription(PointCloud2, "/perception_node/output/segmented", segmented.append, 10)
+    node.create_subscription(SegmentationInfo, "/perception_node/output/info", infos.append, 10)
+    return segmented, infos, node.create_publisher(PointCloud2, "/perception_node/input/points",
+                                                   qos_profile_sensor_data)
+
+
 def _publish_until(rclpy, node, publisher, msg, condition, what: str, seconds: float = 90) -> None:
     """Publish ``msg`` every 3 s (sensor QoS is best effort) until ``condition()`` holds."""
     deadline = time.monotonic() + seconds
@@ -38,10 +52,7 @@ def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, shared
     rclpy = rclpy_context
     from lifecycle_msgs.srv import ChangeState
     from rcl_interfaces.srv import GetParameters
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
-
-    from pointmoe_ros.msg import SegmentationInfo
 
     params = tmp_path / "perception.yaml"
     params.write_text((ros_install / "share/pointmoe_ros/config/perception.yaml").read_text()
@@ -51,10 +62,7 @@ def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, shared
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = rclpy.create_node("perception_node_test")
     try:
-        segmented, infos = [], []
-        node.create_subscription(PointCloud2, "/perception_node/output/segmented", segmented.append, 10)
-        node.create_subscription(SegmentationInfo, "/perception_node/output/info", infos.append, 10)
-        publisher = node.create_publisher(PointCloud2, "/perception_node/input/points", qos_profile_sensor_data)
+        segmented, infos, publisher = _wire_to_perception_node(node)
         change = node.create_client(ChangeState, "/perception_node/change_state")
         get_params = node.create_client(GetParameters, "/perception_node/get_parameters")
 
@@ -102,10 +110,7 @@ def test_perception_node_segments_an_organized_depth_camera_cloud(ros_install, r
     """The real TUM RGB-D frame as a depth camera publishes it: 480 x 640, NaN where depth is missing."""
     rclpy = rclpy_context
     o3d = pytest.importorskip("open3d", reason="reads the TUM PNGs")
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
-
-    from pointmoe_ros.msg import SegmentationInfo
 
     depth = np.asarray(o3d.io.read_image(str(shared_data / "rgbd/TUM_depth.png")))
     color = np.asarray(o3d.io.read_image(str(shared_data / "rgbd/TUM_color.png")))
@@ -121,10 +126,7 @@ def test_perception_node_segments_an_organized_depth_camera_cloud(ros_install, r
          "-p", "device:=cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = rclpy.create_node("perception_node_depth_test")
     try:
-        segmented, infos = [], []
-        node.create_subscription(PointCloud2, "/perception_node/output/segmented", segmented.append, 10)
-        node.create_subscription(SegmentationInfo, "/perception_node/output/info", infos.append, 10)
-        publisher = node.create_publisher(PointCloud2, "/perception_node/input/points", qos_profile_sensor_data)
+        segmented, infos, publisher = _wire_to_perception_node(node)
         _publish_until(rclpy, node, publisher, frame, lambda: segmented and infos, "the depth frame")
         out, info = cloud_from_msg(segmented[-1]), infos[-1]
     finally:
