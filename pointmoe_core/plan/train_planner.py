@@ -13,7 +13,10 @@ Ma et al., "3D-MoE" (arXiv 2501.16698) train in stages; here each is
    load-balance loss.
 3. **Pose diffusion**: the LLM and its adapters are frozen; Pose-DiT learns to denoise the steps
    that remain from each demo frame (``train_pose_dit.load_demo_frames``' semantics) while
-   cross-attending to the LLM's hidden states of the planning prompt.
+   cross-attending to the LLM's hidden states of the planning prompt. Since nothing upstream of
+   Pose-DiT trains, each frame's condition is computed once (``condition_draws`` draws of its
+   object points) before the first step, which makes a step as cheap as the MiniLM Pose-DiT's
+   instead of one LLM forward per sample.
 
 Stage N starts from stage N-1's exported planner (``stageN.init_from``, by default
 ``{output_dir}/stage{N-1}``) and writes ``{output_dir}/stage{N}`` the way ``pointmoe train
@@ -32,12 +35,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..sim.language import ObjectFact, QA, caption, demo_objects, next_step_qa, question_answers
 from ..train.checkpoint import latest_checkpoint
 from .config import YamlConfig
 from .lora import trainable_parameter_report
-from .moe_planner import EXPORT_DIR, STAGES, MoEPlanner, MoEPlannerConfig
+from .moe_planner import EXPORT_DIR, STAGES, MoEPlanner, MoEPlannerConfig, PoseCondition
+from .pose_sequence import PoseSequence
 from .prompt import PromptTemplate
 from .train_pose_dit import (
     CheckpointSchedule,
@@ -116,16 +121,42 @@ def question_samples(frames: Sequence[SceneFrame], template: PromptTemplate, per
     return samples
 
 
+@dataclass
+class ConditionedFrame:
+    """A stage-3 sample whose LLM condition is already computed (a batch of one, on the CPU)."""
+
+    condition: PoseCondition
+    remaining: PoseSequence
+
+
+def condition_frames(planner: MoEPlanner, frames: Sequence[DemoFrame], draws: int, batch_size: int,
+                     generator: torch.Generator) -> list[ConditionedFrame]:
+    """Each frame's Pose-DiT condition for ``draws`` draws of its object points, batched."""
+    jobs = [frame for frame in frames for _ in range(draws)]
+    out = []
+    for start in tqdm(range(0, len(jobs), batch_size), desc="stage 3: LLM conditions", unit="batch"):
+        batch = jobs[start:start + batch_size]
+        scenes = [planner.scene_objects(f.xyz, f.rgb, f.instance_ids, generator) for f in batch]
+        rows = planner.condition(scenes, [f.instruction for f in batch]).to("cpu").unbatch()
+        out += [ConditionedFrame(row, frame.remaining) for row, frame in zip(rows, batch)]
+    return out
+
+
 class StageFit(PlannerFit):
     """``PlannerFit`` with a 3D-MoE stage's loss: LM loss on ``TextSample``s (stages 1, 2), or
-    Pose-DiT's loss on ``DemoFrame``s (stage 3). Object points are re-drawn every time."""
+    Pose-DiT's loss on ``ConditionedFrame``s or ``DemoFrame``s (stage 3). Object points are
+    re-drawn every time, except in a condition computed beforehand."""
 
     def batch_loss(self, samples: Sequence[Any]) -> dict[str, torch.Tensor]:
         planner: MoEPlanner = self.planner
+        if isinstance(samples[0], ConditionedFrame):
+            condition = PoseCondition.collate([s.condition for s in samples]).to(planner.device)
+            return planner.pose_loss(condition, [s.remaining for s in samples], self.generator)
         clouds = [s if isinstance(s, DemoFrame) else s.cloud for s in samples]
         scenes = [planner.scene_objects(c.xyz, c.rgb, c.instance_ids, self.generator) for c in clouds]
         if planner.stage == 3:
-            return planner.pose_loss(scenes, [c.instruction for c in clouds], [c.remaining for c in clouds])
+            condition = planner.condition(scenes, [c.instruction for c in clouds])
+            return planner.pose_loss(condition, [c.remaining for c in clouds], self.generator)
         return planner.lm_loss(scenes, [s.prompt for s in samples], [s.answer for s in samples])
 
 
@@ -149,6 +180,9 @@ class PlannerTrainConfig(YamlConfig):
     heldout_every: int = 5  # episodes with seed % heldout_every == 0 are held out (0: none)
     captions_per_frame: int = 2
     questions_per_frame: int = 4  # plus the next-step question
+    # stage 3: draws of each frame's object points whose LLM condition is computed once before
+    # training; 0 computes it anew at every step (an LLM forward per sample)
+    condition_draws: int = 1
     language_seed: int = 0
     checkpoint_every: int = 100  # steps; the last step is always saved
     keep_last: int = 2  # step checkpoints kept; 0 keeps all
@@ -182,13 +216,19 @@ def build_planner(config: PlannerTrainConfig, stage: int) -> MoEPlanner:
     return planner
 
 
-def stage_samples(config: PlannerTrainConfig, stage: int, frames: Sequence[SceneFrame]) -> list[Any]:
+def stage_samples(config: PlannerTrainConfig, stage: int, frames: Sequence[SceneFrame],
+                  planner: MoEPlanner) -> list[Any]:
     template = config.planner.prompt
     if stage == 1:
         return caption_samples(frames, template, config.captions_per_frame, config.language_seed)
     if stage == 2:
         return question_samples(frames, template, config.questions_per_frame, config.language_seed)
-    return [frame.cloud for frame in frames]
+    clouds = [frame.cloud for frame in frames]
+    if not config.condition_draws:
+        return clouds
+    # its own seed, so the conditions (and the fit's generator) are the same after a resume
+    generator = torch.Generator().manual_seed(config.stage3.fit.seed + 1)
+    return condition_frames(planner, clouds, config.condition_draws, config.stage3.fit.batch_size, generator)
 
 
 def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[str, Any]:
@@ -203,7 +243,7 @@ def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[
     torch.manual_seed(fit.seed)
     frames, heldout = split_episodes(load_scene_frames(config.demos), config.heldout_every)
     planner = build_planner(config, stage).to(device)
-    samples = stage_samples(config, stage, frames)
+    samples = stage_samples(config, stage, frames, planner)
     run = StageFit(planner, samples, fit)
     resumed_from = None
     if resume:

@@ -7,9 +7,9 @@ import torch
 from pointmoe_core.plan import planner as planner_module
 from pointmoe_core.plan.llm_moe import moe_layers, reset_routing_stats, routing_report
 from pointmoe_core.plan.lora import trainable_parameter_report
-from pointmoe_core.plan.moe_planner import NEXT_STEP_QUESTION, MoEPlanner, load_planner
-from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
-from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS
+from pointmoe_core.plan.moe_planner import NEXT_STEP_QUESTION, MoEPlanner, PoseCondition, load_planner
+from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, grounding_targets, pad_plans
+from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
 from pointmoe_core.train.checkpoint import save_checkpoint
@@ -41,7 +41,8 @@ def test_each_stage_trains_only_its_part(config):
     planner.set_stage(1)
     assert trainable_parameter_report(planner)["trainable"] == count(planner.scene.parameters())
     planner.set_stage(3)
-    assert trainable_parameter_report(planner)["trainable"] == count(planner.pose_dit.parameters())
+    pose_head = [*planner.pose_dit.parameters(), *planner.grounding_head.parameters()]
+    assert trainable_parameter_report(planner)["trainable"] == count(pose_head)
     with pytest.raises(ValueError, match="adapt"):
         planner.set_stage(2)
 
@@ -61,7 +62,7 @@ def test_each_stage_trains_only_its_part(config):
     # stage 3 freezes the adapters too; frozen parts stay in eval mode while training
     planner.set_stage(3)
     planner.train()
-    assert trainable_parameter_report(planner)["trainable"] == count(planner.pose_dit.parameters())
+    assert trainable_parameter_report(planner)["trainable"] == count(pose_head)
     assert not planner.llm.training and not planner.scene.training and planner.pose_dit.training
 
 
@@ -90,7 +91,7 @@ def test_saved_planner_reloads_with_the_same_outputs(config, tmp_path):
     fresh = MoEPlanner(config)
     scenes = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
     with torch.no_grad():
-        assert not torch.equal(fresh.condition(scenes, ["x"])[0], loaded.condition(scenes, ["x"])[0])
+        assert not torch.equal(fresh.condition(scenes, ["x"]).states, loaded.condition(scenes, ["x"]).states)
 
     other = PlannerTrainConfig.load(TINY, ["planner.llm.seed=1"]).planner
     with pytest.raises(ValueError, match="llm"):
@@ -124,11 +125,53 @@ def test_plan_conditions_on_the_penultimate_layer(config):
     xyz, rgb, ids = cloud()
     scenes = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
     with torch.no_grad():
-        cond, mask = planner.condition(scenes, ["stack the blocks"])
+        condition = planner.condition(scenes, ["stack the blocks"])
         spliced = planner._spliced(scenes, [config.prompt.plan("stack the blocks")])
         states = planner.llm(inputs_embeds=spliced.embeds, output_hidden_states=True).hidden_states
-    assert cond.shape[-1] == config.llm.hidden_size and mask.all()
-    torch.testing.assert_close(cond, states[config.llm.num_layers - 1])
+    assert condition.states.shape[-1] == config.llm.hidden_size and condition.mask.all()
+    torch.testing.assert_close(condition.states, states[config.llm.num_layers - 1])
+
+
+def test_condition_marks_each_3d_token_with_its_object(config):
+    planner = MoEPlanner(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    two, three = cloud(0), cloud(1)
+    keep = two[2] != 5  # the first scene loses one object
+    scenes = [planner.scene_objects(*(x[keep] for x in two), generator), planner.scene_objects(*three, generator)]
+    condition = planner.condition(scenes, ["stack the blocks", "put the red block in the green bowl"])
+    spliced = planner._spliced(scenes, [config.prompt.plan(i) for i in ("stack the blocks",
+                                                                           "put the red block in the green bowl")])
+    assert condition.object_mask.sum(1).tolist() == [2, 3]
+    for b, objects in enumerate((2, 3)):
+        at = spliced.modality_mask[b].nonzero().flatten()
+        assert len(at) == objects and not condition.xyz[b][~spliced.modality_mask[b]].isfinite().any()
+        for m, position in enumerate(at.tolist()):
+            torch.testing.assert_close(condition.object_locations[b, m], scenes[b].locations[m].float())
+            torch.testing.assert_close(condition.object_states[b, m], condition.states[b, position])
+            # the centre in the poses' normalised frame
+            torch.testing.assert_close(condition.xyz[b, position],
+                                       normalize_xyz(scenes[b].locations[m, :3]).float())
+    # stored one by one and re-batched, the condition is the same
+    again = PoseCondition.collate(condition.unbatch())
+    for name, value in condition._asdict().items():
+        torch.testing.assert_close(getattr(again, name), value, equal_nan=True, msg=name)
+
+
+def test_stage_3_loss_grounds_the_first_pick_and_place(config):
+    planner = MoEPlanner(config)
+    planner.set_stage(3)
+    xyz, rgb, ids = cloud()
+    scenes = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
+    # pick object 3 (at 0.4, -0.2), place on object 5 (at 0.6, 0.3)
+    plan = PoseSequence([PickPlace((0.4, -0.2, 0.02), (0, 0, 0, 1), (0.6, 0.3, 0.05), (0, 0, 0, 1))])
+    condition = planner.condition(scenes, ["put it there"])
+    target, grounded = grounding_targets(pad_plans([plan])[0], condition.object_locations, condition.object_mask, 0.05)
+    assert target.tolist() == [[0, 2]] and grounded.all()
+    losses = planner.pose_loss(condition, [plan])
+    assert set(losses) == {"loss", "pose_loss", "stop_loss", "grounding_loss"}
+    losses["loss"].backward()
+    assert planner.grounding_head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in planner.scene.parameters())
 
 
 def test_next_step_question_is_the_one_stage_2_trains_on():

@@ -57,7 +57,7 @@ def test_loss_on_collated_demos(scheduler, tiny_planner_config, hash_text):
     losses = planner.loss(batch)
     assert set(losses) == {"loss", "pose_loss", "stop_loss", "grounding_loss"} and losses["loss"].isfinite()
     # the pick is on the block (object 0), the place in the bowl (object 1)
-    target, grounded = grounding_targets(batch, radius=0.05)
+    target, grounded = grounding_targets(batch.poses, batch.object_locations, batch.object_mask, radius=0.05)
     assert target.tolist() == [[0, 1]] * 3 and grounded.all()
     # adaLN-Zero starts every block as the identity with zero heads: the first step trains the
     # heads, the second the gates, and from the third on the scene, text and pose paths all learn

@@ -63,7 +63,7 @@ def test_each_stage_trains_its_part_only(stages):
     config, summaries = stages
     planner = MoEPlanner(config.planner)  # what stage 1 started from, same seed
     scene_size = sum(p.numel() for p in planner.scene.parameters())
-    pose_dit_size = sum(p.numel() for p in planner.pose_dit.parameters())
+    pose_head_size = sum(p.numel() for p in [*planner.pose_dit.parameters(), *planner.grounding_head.parameters()])
     first, second, third = summaries[1], summaries[2], summaries[3]
     assert first["steps"] == second["steps"] == third["steps"] == 4
     assert first["parameters"]["trainable"] == scene_size and first["parameters"]["lora"] == 0
@@ -71,7 +71,7 @@ def test_each_stage_trains_its_part_only(stages):
     llm, moe = config.planner.llm, config.planner.moe
     routers = llm.num_layers * llm.hidden_size * moe.num_experts
     assert second["parameters"]["full"] == routers + sum(p.numel() for p in planner.scene.projector.parameters())
-    assert third["parameters"]["trainable"] == pose_dit_size
+    assert third["parameters"]["trainable"] == pose_head_size
     assert first["train_frames"] == 1 and first["heldout_frames"] == 1
 
     # stage 2 changed only the projector of the scene tokenizer; stage 3 neither it nor the adapters
@@ -89,7 +89,7 @@ def test_each_stage_trains_its_part_only(stages):
         lines = (config.stage_dir(stage) / "log.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
         assert (config.stage_dir(stage) / "tensorboard").is_dir()
-    assert set(json.loads(lines[0])) >= {"loss", "pose_loss", "stop_loss", "lr"}
+    assert set(json.loads(lines[0])) >= {"loss", "pose_loss", "stop_loss", "grounding_loss", "lr"}
     assert "aux_loss" in (config.stage_dir(2) / "log.jsonl").read_text()
 
 
@@ -112,6 +112,16 @@ def test_resume_continues_the_same_run(stages, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(PlannerTrainConfig.from_dict({**config.to_dict(), "output_dir": str(tmp_path / "none")}), 1, resume=True)
+
+
+def test_stage_3_without_precomputed_conditions_runs_the_llm_every_step(stages, tmp_path):
+    config, _ = stages
+    config = PlannerTrainConfig.from_dict({**config.to_dict(), "condition_draws": 0, "stage3": {
+        **config.stage3.to_dict(), "output_dir": str(tmp_path), "init_from": str(config.stage_dir(2))}})
+    summary = train(config, 3)
+    assert summary["steps"] == 4 and summary["samples"] == summary["train_frames"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["grounding_loss"])) for r in log)
 
 
 def test_eval_planner_scores_held_out_questions_with_a_routing_report(stages):
