@@ -57,6 +57,7 @@ class MoEMLP(nn.Module):
         self.register_buffer("routed_tokens", torch.zeros(2, num_experts, dtype=torch.long), persistent=False)
         self.register_buffer("first_choice_tokens", torch.zeros(2, num_experts, dtype=torch.long), persistent=False)
         self.modality_mask: torch.Tensor | None = None  # (batch, seq) bool, True = 3D token
+        self.token_mask: torch.Tensor | None = None  # (batch, seq) bool, False = padding (None: all real)
         self.aux_loss = torch.zeros(())
         self.last_topk_idx: torch.Tensor | None = None
 
@@ -83,12 +84,22 @@ class MoEMLP(nn.Module):
 
         out, _ = dispatch_to_experts(x, self.experts, topk_weight, topk_idx)
 
-        self.aux_loss = load_balance_loss(probs, topk_idx, self.num_experts, alpha=1.0)
+        real = self._real_tokens(hidden_states.shape[:-1], x.device)
+        # padding is routed like any token but neither balanced nor counted
+        self.aux_loss = load_balance_loss(probs[real], topk_idx[real], self.num_experts, alpha=1.0)
         self.last_topk_idx = topk_idx.detach()
-        self._count(topk_idx.detach(), hidden_states.shape[:-1])
+        self._count(topk_idx.detach(), hidden_states.shape[:-1], real)
         return out.reshape(hidden_states.shape)
 
-    def _count(self, topk_idx: torch.Tensor, token_shape: torch.Size) -> None:
+    def _real_tokens(self, token_shape: torch.Size, device: torch.device) -> torch.Tensor:
+        if self.token_mask is None:
+            return torch.ones(token_shape.numel(), dtype=torch.bool, device=device)
+        if self.token_mask.shape != token_shape:
+            raise ValueError(f"token mask has shape {tuple(self.token_mask.shape)} but the tokens are "
+                             f"{tuple(token_shape)}; call set_modality_mask(model, None) before running other inputs")
+        return self.token_mask.reshape(-1).to(device)
+
+    def _count(self, topk_idx: torch.Tensor, token_shape: torch.Size, real: torch.Tensor) -> None:
         if self.modality_mask is None:
             is_3d = torch.zeros(topk_idx.shape[0], dtype=torch.long, device=topk_idx.device)
         elif self.modality_mask.shape != token_shape:
@@ -100,7 +111,7 @@ class MoEMLP(nn.Module):
             is_3d = self.modality_mask.reshape(-1).to(device=topk_idx.device, dtype=torch.long)
         # one bincount over (modality, expert) pairs instead of a loop over experts
         size = 2 * self.num_experts
-        pairs = is_3d.unsqueeze(1) * self.num_experts + topk_idx
+        pairs = (is_3d.unsqueeze(1) * self.num_experts + topk_idx)[real]
         self.routed_tokens += torch.bincount(pairs.flatten(), minlength=size).view(2, -1)
         self.first_choice_tokens += torch.bincount(pairs[:, 0], minlength=size).view(2, -1)
 
@@ -133,10 +144,13 @@ def moe_aux_loss(model: nn.Module) -> torch.Tensor:
     return torch.stack(losses).sum() if losses else torch.zeros(())
 
 
-def set_modality_mask(model: nn.Module, is_3d: torch.Tensor | None) -> None:
-    """Mark which positions of the next inputs are 3D tokens, shape (batch, seq); ``None`` = all text."""
+def set_modality_mask(model: nn.Module, is_3d: torch.Tensor | None, real: torch.Tensor | None = None) -> None:
+    """Mark which positions of the next inputs are 3D tokens, shape (batch, seq); ``None`` = all
+    text. ``real`` (same shape, True = real token) leaves padding out of the routing statistics
+    and the load-balance loss; ``None`` = every position is real."""
     for layer in moe_layers(model):
         layer.modality_mask = None if is_3d is None else is_3d.bool()
+        layer.token_mask = None if is_3d is None or real is None else real.bool()
 
 
 def reset_routing_stats(model: nn.Module) -> None:

@@ -265,7 +265,8 @@ class MoEPlanner(nn.Module):
                                    label_ids if targets is not None else None)
 
     def _forward(self, spliced: SplicedPrompt, module: nn.Module, **kwargs: Any) -> Any:
-        set_modality_mask(self.llm, spliced.modality_mask)  # the routing report splits by it
+        # the routing report splits by modality and leaves padding out
+        set_modality_mask(self.llm, spliced.modality_mask, spliced.attention_mask.bool())
         return module(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
                       position_ids=spliced.position_ids, **kwargs)
 

@@ -135,6 +135,17 @@ def test_routing_report_splits_by_modality(caplog):
 
     with pytest.raises(ValueError, match="modality mask"):
         moe(x[:, :4])
+
+    # padding (the last 2 text tokens here) is neither counted nor balanced
+    reset_routing_stats(moe)
+    real = torch.tensor([[True] * 6 + [False] * 2])
+    set_modality_mask(moe, is_3d, real)
+    moe(x)
+    layer = routing_report(moe)["layers"][0]
+    assert layer["3d"]["tokens"] == 3 and layer["text"]["tokens"] == 3
+    unpadded = hand_routed_moe(2)
+    unpadded(x[:, :6])
+    torch.testing.assert_close(moe.aux_loss, unpadded.aux_loss)
     set_modality_mask(moe, None)
     reset_routing_stats(moe)
     assert routing_report(moe)["layers"][0]["text"]["tokens"] == 0
