@@ -11,10 +11,12 @@ Before the 3D-MoE LLM is attached, the instruction reaches Pose-DiT through all-
 
 Either way the output is ``(tokens (B, L, 384), mask (B, L))``, True = real token, the same
 interface the LLM's hidden states use later. Encodings are cached per instruction: a task has few
-distinct instructions and training asks for them thousands of times.
+distinct instructions and training asks for them thousands of times. The cache keeps the
+``max_cached`` most recently used, so a long-running planner node fed free text stays bounded.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -30,21 +32,26 @@ class InstructionEncoder:
 
     dim = MINILM_DIM
 
-    def __init__(self, mode: str = "tokens", model_dir: str | None = None) -> None:
+    def __init__(self, mode: str = "tokens", model_dir: str | None = None, max_cached: int = 1024) -> None:
         if mode not in INSTRUCTION_MODES:
             raise ValueError(f"instruction mode must be one of {INSTRUCTION_MODES}, got {mode!r}")
         self.mode = mode
         self.model_dir = model_dir
-        self._cache: dict[str, torch.Tensor] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def _encode_one(self, instruction: str) -> torch.Tensor:
         """(L, 384) for one instruction: its word-piece states, or its single sentence vector."""
-        if instruction not in self._cache:
-            tokenizer, model = _load_minilm(str(self.model_dir or minilm_model_dir()))
-            batch = tokenizer([instruction], truncation=True, return_tensors="pt")
-            with torch.no_grad():
-                hidden = model(**batch).last_hidden_state[0]
-            self._cache[instruction] = hidden.mean(0, keepdim=True) if self.mode == "sentence" else hidden
+        if instruction in self._cache:
+            self._cache.move_to_end(instruction)
+            return self._cache[instruction]
+        tokenizer, model = _load_minilm(str(self.model_dir or minilm_model_dir()))
+        batch = tokenizer([instruction], truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state[0]
+        self._cache[instruction] = hidden.mean(0, keepdim=True) if self.mode == "sentence" else hidden
+        if len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
         return self._cache[instruction]
 
     def encode(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
