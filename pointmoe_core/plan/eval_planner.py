@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import yaml
 
@@ -78,8 +79,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device
     planner = MoEPlanner.from_checkpoint(checkpoint, map_location=device)
     samples = question_samples(frames, planner.config.prompt, trained.questions_per_frame, args.seed)
-    if args.max_questions:
-        samples = samples[:args.max_questions]
+    if args.max_questions and len(samples) > args.max_questions:
+        # evenly over the frames, which come task by task, so every task and kind stays in
+        picks = np.linspace(0, len(samples) - 1, args.max_questions).round().astype(int)
+        samples = [samples[i] for i in picks]
     result = evaluate_questions(planner, samples, args.seed)
     print(f"{args.split} QA exact match {result['accuracy']:.3f} over {result['questions']} questions: "
           + ", ".join(f"{kind} {r['accuracy']:.3f} ({r['questions']})" for kind, r in result["per_kind"].items()))

@@ -167,7 +167,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     planner.add_argument("--split", choices=("heldout", "train", "all"), default="heldout",
                          help="which episodes' questions (held out by the training run's heldout_every)")
     planner.add_argument("--heldout-every", type=int, help="override the training run's held-out split")
-    planner.add_argument("--max-questions", type=int, help="answer at most this many questions")
+    planner.add_argument("--max-questions", type=int,
+                         help="answer at most this many questions, spread evenly over the frames")
     planner.add_argument("--seed", type=int, default=0, help="question and object-point draws")
 
 

@@ -136,6 +136,10 @@ def test_eval_planner_scores_held_out_questions_with_a_routing_report(stages):
     assert "next step" in result["per_kind"] and 0 <= result["accuracy"] <= 1
     assert all(layer["3d"]["tokens"] > 0 and layer["text"]["tokens"] > 0 for layer in result["routing"]["layers"])
     json.dumps(result)  # the CLI prints it as JSON
+    # a cap keeps questions from first to last (the last is a next-step question), not the first few
+    capped = eval_cli.run(parser.parse_args(["planner", "--checkpoint", str(config.stage_dir(3)),
+                                             "--max-questions", "2"]))
+    assert capped["questions"] == 2 and "next step" in capped["per_kind"]
 
 
 def test_exact_match_counts_a_right_answer(stages):
