@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=_image_size, default=(240, 320), metavar="HxW",
                         help="camera images (default 240x320, what the default checkpoints were trained on)")
     parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")
+    parser.add_argument("--snap-radius", type=float,
+                        help="metres: snap each planned pick and place onto the nearest perceived object centre "
+                             "within it (default: the planner checkpoint's)")
     parser.add_argument("--expert-layer", default=DEFAULT_EXPERT_LAYER,
                         help="MoE layer whose top-1 expert colours the expert picture "
                              f"(default {DEFAULT_EXPERT_LAYER})")

@@ -42,7 +42,15 @@ from .ddpm import DDPMConfig
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
 from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
-from .planner import SCHEDULERS, PoseDiTPlanner, decode_plan, grounding_loss, make_scheduler, pad_plans
+from .planner import (
+    SCHEDULERS,
+    PoseDiTPlanner,
+    decode_plan,
+    grounding_loss,
+    make_scheduler,
+    pad_plans,
+    snap_to_objects,
+)
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .pose_sequence import PoseSequence
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
@@ -96,6 +104,7 @@ class MoEPlannerConfig(YamlConfig):
     object_positions: bool = True
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
+    snap_radius: float = 0.0  # metres: ``planner.snap_to_objects`` after sampling; 0 = off
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -355,13 +364,16 @@ class MoEPlanner(nn.Module):
     def plan(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str, num_steps: int | None = None,
              generator: torch.Generator | None = None) -> PoseSequence:
         """The pick-place plan for ``instruction`` on the cloud; ``num_steps`` overrides the
-        scheduler's sampling steps."""
+        scheduler's sampling steps; ``config.snap_radius`` > 0 snaps the poses onto the objects."""
         start = time.perf_counter()
-        c = self.condition([self.scene_objects(xyz, colors, instance_ids, generator)], [instruction])
+        scene = self.scene_objects(xyz, colors, instance_ids, generator)
+        c = self.condition([scene], [instruction])
         poses, stop = sample_poses(self.pose_dit, self.scheduler, c.states, c.mask, self.config.horizon,
                                    num_steps, generator, c.xyz if self.config.object_positions else None)
-        return decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME,
-                           planning_time=time.perf_counter() - start)
+        plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
+        plan = snap_to_objects(plan, scene.locations, self.config.snap_radius)
+        plan.planning_time = time.perf_counter() - start
+        return plan
 
     def plan_with_answer(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str,
                          num_steps: int | None = None,

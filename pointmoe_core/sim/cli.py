@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "4 for rectified flow, 50 for DDPM)")
     evaluate.add_argument("--scheduler", choices=sorted(SCHEDULER_NAMES),
                           help="Pose-DiT scheduler; must be the one the checkpoint was trained with (checked)")
+    evaluate.add_argument("--snap-radius", type=float,
+                          help="metres: snap each planned pick and place onto the nearest object centre within it "
+                               "(default: the checkpoint's, 0 = off)")
     evaluate.add_argument("--out", type=Path, default=Path("demo_out/sim_eval"), help="folder for the PNGs")
 
 
@@ -115,8 +118,10 @@ class PoseDiTClosedLoop:
         return plan.to_ravens_actions()[0] if len(plan) else None
 
 
-def make_planner(name: str, num_steps: int | None = None, scheduler: str | None = None, seed: int = 0) -> Planner:
-    """'oracle', or a Pose-DiT checkpoint (file or directory) or 3D-MoE planner folder run closed loop."""
+def make_planner(name: str, num_steps: int | None = None, scheduler: str | None = None, seed: int = 0,
+                 snap_radius: float | None = None) -> Planner:
+    """'oracle', or a Pose-DiT checkpoint (file or directory) or 3D-MoE planner folder run closed loop;
+    ``snap_radius`` replaces the checkpoint's (``planner.snap_to_objects``)."""
     if name == "oracle":
         return oracle_planner
     if not Path(name).exists():
@@ -128,6 +133,8 @@ def make_planner(name: str, num_steps: int | None = None, scheduler: str | None 
         # each scheduler trains its own prediction target (velocity vs noise): a network only samples with its own
         raise ValueError(f"{name} was trained with the {planner.config.scheduler} scheduler, not {scheduler}; "
                          f"train one with planner.scheduler={SCHEDULER_NAMES[scheduler]}")
+    if snap_radius is not None:
+        planner.config.snap_radius = snap_radius
     return PoseDiTClosedLoop(planner, num_steps, seed)
 
 
@@ -229,7 +236,7 @@ def _save_episode(path: Path, episode: Episode, clouds, objects: list[list[Objec
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    planner = make_planner(args.planner, args.steps, args.scheduler, args.seed)
+    planner = make_planner(args.planner, args.steps, args.scheduler, args.seed, args.snap_radius)
     results = {}
     for name in _task_names(args):
         with _make_env(args, name) as env:
@@ -252,7 +259,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"{name}: success {results[name]['success_rate']:.3f}, mean score "
               f"{results[name]['mean_score']:.3f} over {len(episodes)} episodes ({args.split} colours)")
     return {
-        "ok": True, "planner": args.planner, "steps": args.steps, "split": args.split, "tasks": results,
+        "ok": True, "planner": args.planner, "steps": args.steps, "snap_radius": args.snap_radius, "split": args.split,
+        "tasks": results,
         "success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
         "mean_score": float(np.mean([r["mean_score"] for r in results.values()])),
     }

@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans, grounding_targets
+from pointmoe_core.plan.planner import (
+    PoseDiTPlanner,
+    PoseDiTPlannerConfig,
+    collate_plans,
+    grounding_targets,
+    snap_to_objects,
+)
 from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
@@ -109,3 +115,32 @@ def test_export_round_trips_as_safetensors_and_is_hash_checked(tiny_planner_conf
     path.write_bytes(path.read_bytes()[:-1] + b" ")  # one byte changed
     with pytest.raises(Exception, match="corrupt"):
         PoseDiTPlanner.from_checkpoint(path, instruction_encoder=hash_text)
+
+
+def test_snap_to_objects_moves_poses_within_the_radius_only():
+    locations = torch.tensor([[0.40, 0.10, 0.02, 0.04, 0.04, 0.04], [0.60, -0.20, 0.03, 0.12, 0.12, 0.06]])
+    near_block, far = (0.42, 0.09, 0.03), (0.50, 0.30, 0.05)
+    step = PickPlace(near_block, (0, 0, 0, 1), far, (0, 0, 0.6, 0.8), score=0.7)
+    plan = PoseSequence([step, PickPlace(far, (0, 0, 0, 1), (0.57, -0.18, 0.1), (0, 0, 0, 1))], "x", "pose-dit", 0.5)
+    snapped = snap_to_objects(plan, locations, radius=0.05)
+    # the reference: nearest centre in xy, moved only when within the radius, height kept
+    for before, after in zip(plan.steps, snapped.steps):
+        for xyz, moved in ((before.pick_xyz, after.pick_xyz), (before.place_xyz, after.place_xyz)):
+            distance = np.linalg.norm(locations[:, :2].numpy() - np.array(xyz[:2]), axis=1)
+            want = (*locations[distance.argmin(), :2].tolist(), xyz[2]) if distance.min() <= 0.05 else xyz
+            assert moved == pytest.approx(want)
+        assert (after.pick_quat, after.place_quat, after.score) == (before.pick_quat, before.place_quat, before.score)
+    assert snapped.steps[0].pick_xyz == pytest.approx((0.40, 0.10, 0.03)) and snapped.steps[0].place_xyz == far
+    assert (snapped.instruction, snapped.planner, snapped.planning_time) == ("x", "pose-dit", 0.5)
+    assert snap_to_objects(plan, locations, radius=0.0) is plan
+
+
+def test_plan_snaps_onto_the_scene_objects(tiny_planner_config):
+    planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict({**tiny_planner_config, "snap_radius": 1.0})).eval()
+    xyz, colors, ids = tabletop(0)
+    centres = objects_from_cloud(xyz, colors, ids, 32, 16).locations[:, :2]
+    plan = planner.plan(xyz, colors, ids, "put the red block in the green bowl", generator=torch.Generator().manual_seed(0))
+    # with a radius wider than the workspace every pose lands on an object centre
+    for step in plan.steps:
+        for xyz_ in (step.pick_xyz, step.place_xyz):
+            assert torch.isclose(centres.double(), torch.tensor(xyz_[:2]).double()).all(1).any()
