@@ -8,15 +8,22 @@ import numpy as np
 import pytest
 
 from pointmoe_core.data.sim_demos import SIM_CLASS_SETS, sim_label_map
+from pointmoe_core.demo import DEFAULT_PLANNER
 from pointmoe_core.train.checkpoint import sha256_file
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 SEG = CHECKPOINTS / "seg_default.safetensors"
-POSE_DIT = CHECKPOINTS / "pose_dit_tiny.safetensors"
 COARSE = SIM_CLASS_SETS["coarse"]
 
 
-@pytest.mark.parametrize("checkpoint", [SEG, POSE_DIT], ids=lambda path: path.name)
+WEIGHTS = sorted(CHECKPOINTS.rglob("*.safetensors"))
+
+
+def test_the_demo_defaults_are_shipped():
+    assert SEG in WEIGHTS and DEFAULT_PLANNER.exists()
+
+
+@pytest.mark.parametrize("checkpoint", WEIGHTS, ids=lambda path: path.relative_to(CHECKPOINTS).as_posix())
 def test_checkpoint_hash_matches_the_recorded_one(checkpoint):
     digest = sha256_file(checkpoint)
     sidecar = checkpoint.with_name(checkpoint.name + ".sha256").read_text().split()
@@ -25,7 +32,7 @@ def test_checkpoint_hash_matches_the_recorded_one(checkpoint):
 
 
 def test_checkpoints_fit_the_budget():
-    assert sum(path.stat().st_size for path in CHECKPOINTS.glob("*.safetensors")) < 20e6
+    assert sum(path.stat().st_size for path in CHECKPOINTS.rglob("*") if path.is_file()) < 20e6
 
 
 def test_demo_pipeline_runs_on_the_shipped_checkpoints(tmp_path, capsys):
@@ -40,7 +47,7 @@ def test_demo_pipeline_runs_on_the_shipped_checkpoints(tmp_path, capsys):
     assert cli.main(["demo", "--tasks", task, "--episodes", "1", "--image-size", "120x160", "--out", str(out),
                      "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["mode"] == "pipeline" and summary["planner"].endswith(POSE_DIT.name)
+    assert summary["mode"] == "pipeline" and summary["planner"].endswith(DEFAULT_PLANNER.name)
     result = summary["tasks"][task]
     assert result["episodes"] == 1 and result["miou"] is not None
     assert all(result["median_ms"][stage] > 0 for stage in STAGES if stage != "execute")
