@@ -167,7 +167,9 @@ class ObjectPointer(nn.Module):
     The 3D tokens come before the instruction in the prompt, so in a causal LLM their states never
     see it: no per-token head can tell the target object from them. The prompt's last token has
     read both; its state queries the 3D tokens' states (scaled dot product, one query per role),
-    giving a distribution over the objects per role (trained by ``grounding_loss``). Each role
+    giving a distribution over the objects per role (trained by ``grounding_loss``); both sides
+    are layer-normalised first, as LLM hidden states carry a few huge activations that would
+    otherwise saturate the softmax from the first step. Each role
     becomes one more token for Pose-DiT: the probability-weighted mean of the 3D tokens' states
     plus a role vector, placed at the probability-weighted mean of their centres, so the
     distance-biased cross-attention can pull the pick (place) towards the chosen object.
@@ -175,6 +177,7 @@ class ObjectPointer(nn.Module):
 
     def __init__(self, width: int, size: int = 128) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(width)
         self.query = nn.Linear(width, 2 * size)
         self.key = nn.Linear(width, size)
         self.roles = nn.Parameter(torch.zeros(2, width))  # zero: the pointer tokens start as plain objects
@@ -184,8 +187,8 @@ class ObjectPointer(nn.Module):
         """(B, 2, M): pick and place scores of each object; padding objects are -inf."""
         last = condition.mask.sum(1) - 1  # right-padded: the last real token
         summary = condition.states[torch.arange(len(last), device=last.device), last]
-        query = self.query(summary).view(-1, 2, self.size)
-        scores = query @ self.key(condition.object_states).transpose(1, 2) / self.size ** 0.5
+        query = self.query(self.norm(summary)).view(-1, 2, self.size)
+        scores = query @ self.key(self.norm(condition.object_states)).transpose(1, 2) / self.size ** 0.5
         return scores.masked_fill(~condition.object_mask[:, None], float("-inf"))
 
     def forward(self, condition: PoseCondition) -> tuple[PoseCondition, torch.Tensor]:

@@ -186,8 +186,8 @@ def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
     condition = PoseCondition(states, mask, xyz, object_states, locations, object_mask)
     extended, logits = pointer(condition)
     for b, last in enumerate((4, 2)):
-        query = pointer.query(states[b, last]).view(2, 4)
-        want = query @ pointer.key(object_states[b]).T / 2
+        query = pointer.query(pointer.norm(states[b, last])).view(2, 4)
+        want = query @ pointer.key(pointer.norm(object_states[b])).T / 2
         want[:, ~object_mask[b]] = float("-inf")
         torch.testing.assert_close(logits[b], want)
         probs = want.softmax(-1)
