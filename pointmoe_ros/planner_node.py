@@ -56,7 +56,10 @@ class PlannerNode(Node):
         checkpoint = self.declare_parameter("checkpoint", "").value
         device = self.declare_parameter("device", "auto").value
         self.sampling_steps = int(self.declare_parameter("sampling_steps", 0).value)  # 0: the checkpoint's
+        snap_radius = float(self.declare_parameter("snap_radius", -1.0).value)  # metres; negative: the checkpoint's
         self.planner = self.load_planner(planner, checkpoint, device)
+        if self.planner is not None and snap_radius >= 0:
+            self.planner.config.snap_radius = snap_radius
         self.instruction = ""
         self.pending: PointCloud2 | None = None
         self.create_subscription(PointCloud2, "~/input/points", self.receive, NEWEST_CLOUD_QOS)
