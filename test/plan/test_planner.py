@@ -139,7 +139,8 @@ def test_plan_snaps_onto_the_scene_objects(tiny_planner_config):
     planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict({**tiny_planner_config, "snap_radius": 1.0})).eval()
     xyz, colors, ids = tabletop(0)
     centres = objects_from_cloud(xyz, colors, ids, 32, 16).locations[:, :2]
-    plan = planner.plan(xyz, colors, ids, "put the red block in the green bowl", generator=torch.Generator().manual_seed(0))
+    plan = planner.plan(xyz, colors, ids, "put the red block in the green bowl",
+                        generator=torch.Generator().manual_seed(0))
     # with a radius wider than the workspace every pose lands on an object centre
     for step in plan.steps:
         for xyz_ in (step.pick_xyz, step.place_xyz):
