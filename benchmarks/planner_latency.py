@@ -1,0 +1,58 @@
+"""Per-plan latency of planners side by side: Pose-DiT with MiniLM tokens vs the 3D-MoE planner
+(dense, MoE x2, MoE x4), end to end on the same simulator clouds.
+
+    python benchmarks/planner_latency.py --demos DIR --planner CKPT [--planner CKPT ...] [--json]
+
+Each ``--planner`` is a Pose-DiT checkpoint or a 3D-MoE planner folder (``load_planner``). Every
+planner plans on the same ``--frames`` demo frames (objects from the simulator's ids), ``--repeats``
+times each after one warm-up plan; the time is ``PoseSequence.planning_time`` (object tokens,
+instruction or LLM prefill, sampling with the checkpoint's steps, decoding), median over all
+plans, on ``--threads`` torch threads. Ratios are against the first planner given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from machine import cpu_model
+from pointmoe_core.plan.moe_planner import load_planner
+from pointmoe_core.plan.train_pose_dit import load_demo_frames
+
+
+def plan_ms(planner, frames, repeats: int) -> float:
+    generator = torch.Generator().manual_seed(0)
+    frame = frames[0]
+    planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction, generator=generator)  # warm-up
+    times = [planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=generator).planning_time
+             for f in frames for _ in range(repeats)]
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demos", required=True, help="demo folder of `pointmoe sim demos`")
+    parser.add_argument("--planner", action="append", required=True, help="checkpoint or planner folder (repeat)")
+    parser.add_argument("--frames", type=int, default=5, help="demo frames, evenly spread over the folder")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    frames = load_demo_frames(args.demos)
+    frames = frames[:: max(1, len(frames) // args.frames)][: args.frames]
+    print(f"{cpu_model()}, {args.threads} torch thread(s), {len(frames)} frames x {args.repeats}")
+    results = {}
+    for path in args.planner:
+        results[path] = plan_ms(load_planner(path), frames, args.repeats)
+    first = results[args.planner[0]]
+    for path, ms in results.items():
+        print(f"{path}: {ms:.1f} ms per plan ({ms / first:.2f}x the first)")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
