@@ -101,7 +101,10 @@ class MoEPlannerConfig(YamlConfig):
     # to each 3D token's object centre, and the object pointer learns which object the first pick
     # and place are at (cross-entropy, this weight; 0 = off)
     object_positions: bool = True
-    pointer_size: int = 128  # query/key width of ``ObjectPointer``
+    pointer_size: int = 128  # query/key (or fusion) width of ``ObjectPointer``
+    # 0: the prompt's last token queries the 3D tokens; N: N bidirectional fusion layers over all
+    # condition tokens, then a per-object score
+    pointer_fusion_layers: int = 0
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
     snap_radius: float = 0.0  # metres: ``planner.snap_to_objects`` after sampling; 0 = off
@@ -166,29 +169,50 @@ class ObjectPointer(nn.Module):
     The 3D tokens come before the instruction in the prompt, so in a causal LLM their states never
     see it: no per-token head can tell the target object from them. The prompt's last token has
     read both; its state queries the 3D tokens' states (scaled dot product, one query per role),
-    giving a distribution over the objects per role (trained by ``grounding_loss``); both sides
-    are layer-normalised first, as LLM hidden states carry a few huge activations that would
-    otherwise saturate the softmax from the first step. Each role becomes one more token for
-    Pose-DiT: the probability-weighted mean of the 3D tokens' states plus a role vector, placed at
-    the probability-weighted mean of their centres, so the distance-biased cross-attention can
-    pull the pick (place) towards the chosen object.
+    giving a distribution over the objects per role (trained by ``grounding_loss``); or, with
+    ``fusion_layers``, a small bidirectional transformer over all condition tokens lets each 3D
+    token read the words before it is scored. The LLM states are layer-normalised first: they
+    carry a few huge activations that would saturate the softmax from the first step. Each role
+    becomes one more token for Pose-DiT: the probability-weighted mean of the 3D tokens' states
+    plus a role vector, placed at the probability-weighted mean of their centres, so the
+    distance-biased cross-attention can pull the pick (place) towards the chosen object.
     """
 
-    def __init__(self, width: int, size: int = 128) -> None:
+    def __init__(self, width: int, size: int = 128, fusion_layers: int = 0, num_heads: int = 4) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width)
-        self.query = nn.Linear(width, 2 * size)
-        self.key = nn.Linear(width, size)
         self.roles = nn.Parameter(torch.zeros(2, width))  # zero: the pointer tokens start as plain objects
-        self.size = size
+        self.size, self.fusion_layers = size, fusion_layers
+        if fusion_layers:
+            self.proj = nn.Linear(width, size)
+            layer = nn.TransformerEncoderLayer(size, num_heads, 2 * size, dropout=0.0, batch_first=True,
+                                               norm_first=True)
+            self.fusion = nn.TransformerEncoder(layer, fusion_layers, enable_nested_tensor=False)
+            self.score = nn.Linear(size, 2)
+        else:
+            self.query = nn.Linear(width, 2 * size)
+            self.key = nn.Linear(width, size)
 
     def logits(self, condition: PoseCondition) -> torch.Tensor:
         """(B, 2, M): pick and place scores of each object; padding objects are -inf."""
-        last = condition.mask.sum(1) - 1  # right-padded: the last real token
-        summary = condition.states[torch.arange(len(last), device=last.device), last]
-        query = self.query(self.norm(summary)).view(-1, 2, self.size)
-        scores = query @ self.key(self.norm(condition.object_states)).transpose(1, 2) / self.size ** 0.5
+        if self.fusion_layers:
+            scores = self._fused_scores(condition)
+        else:
+            last = condition.mask.sum(1) - 1  # right-padded: the last real token
+            summary = condition.states[torch.arange(len(last), device=last.device), last]
+            query = self.query(self.norm(summary)).view(-1, 2, self.size)
+            scores = query @ self.key(self.norm(condition.object_states)).transpose(1, 2) / self.size ** 0.5
         return scores.masked_fill(~condition.object_mask[:, None], float("-inf"))
+
+    def _fused_scores(self, condition: PoseCondition) -> torch.Tensor:
+        """``fusion_layers`` > 0: bidirectional self-attention over all condition tokens lets each
+        3D token read the instruction's words, then a linear head scores it, as the MiniLM
+        planner's fusion layers and grounding head do."""
+        tokens = self.fusion(self.proj(self.norm(condition.states)), src_key_padding_mask=~condition.mask)
+        is_3d = condition.xyz[..., 0].isfinite()  # the 3D tokens, in object order row by row
+        objects = tokens.new_zeros(*condition.object_mask.shape, self.size)
+        objects[condition.object_mask] = tokens[is_3d]
+        return self.score(objects).transpose(1, 2)
 
     def forward(self, condition: PoseCondition) -> tuple[PoseCondition, torch.Tensor]:
         """The condition with the two pointer tokens appended (states, mask, xyz), and the logits."""
@@ -222,7 +246,7 @@ class MoEPlanner(nn.Module):
         self.llm.requires_grad_(False)  # the pretrained base never trains
         self.scene = SceneTokenizer(config.scene)
         self.pose_dit = PoseDiT(config.pose_dit)
-        self.pointer = ObjectPointer(width, config.pointer_size)
+        self.pointer = ObjectPointer(width, config.pointer_size, config.pointer_fusion_layers)
         self.scheduler = make_scheduler(config)
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds

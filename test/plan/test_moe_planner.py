@@ -197,7 +197,25 @@ def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
     torch.testing.assert_close(extended.states[:, :5], states)
 
 
-def test_stage_3_loss_grounds_the_first_pick_and_place(config):
+def test_fusion_pointer_scores_each_3d_token_after_it_reads_the_words():
+    torch.manual_seed(0)
+    pointer = ObjectPointer(width=8, size=4, fusion_layers=1).eval()
+    # one prompt: text, 2 objects, text; the object tokens' xyz are finite, the rest NaN
+    states, mask = torch.randn(1, 6, 8), torch.ones(1, 6, dtype=torch.bool)
+    xyz = torch.full((1, 6, 3), float("nan"))
+    xyz[0, 1:3] = 0.0
+    objects = torch.ones(1, 2, dtype=torch.bool)
+    condition = PoseCondition(states, mask, xyz, states[:, 1:3], torch.rand(1, 2, 6), objects)
+    fused = pointer.fusion(pointer.proj(pointer.norm(states)), src_key_padding_mask=~mask)
+    torch.testing.assert_close(pointer.logits(condition), pointer.score(fused[:, 1:3]).transpose(1, 2))
+    # the words after the objects change their scores: bidirectional, unlike the causal LLM
+    changed = condition._replace(states=torch.cat([states[:, :5], torch.randn(1, 1, 8)], 1))
+    assert not torch.allclose(pointer.logits(changed), pointer.logits(condition))
+
+
+@pytest.mark.parametrize("fusion_layers", [0, 1])
+def test_stage_3_loss_grounds_the_first_pick_and_place(config, fusion_layers):
+    config.pointer_fusion_layers = fusion_layers
     planner = MoEPlanner(config)
     planner.set_stage(3)
     xyz, rgb, ids = cloud()
@@ -210,7 +228,8 @@ def test_stage_3_loss_grounds_the_first_pick_and_place(config):
     losses = planner.pose_loss(condition, [plan])
     assert set(losses) == {"loss", "pose_loss", "stop_loss", "grounding_loss"}
     losses["loss"].backward()
-    assert planner.pointer.query.weight.grad.abs().sum() > 0
+    head = planner.pointer.score if fusion_layers else planner.pointer.query
+    assert head.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in planner.scene.parameters())
 
 
