@@ -5,7 +5,8 @@ simulator's (:mod:`pointmoe_core.sim.language`: count, colour, spatial relation,
 the episodes the training stages held out (seed a multiple of ``heldout_every``), scored by exact
 match of the greedy answer, overall and per question kind. The JSON also carries the MoE routing
 report over these questions (:func:`.llm_moe.routing_report`): each layer's expert load for 3D
-tokens and for text tokens, and whether a layer collapsed onto one expert.
+tokens and for text tokens, and whether a layer collapsed onto one expert; and how often the
+object pointer (stage 3) points at the object under the demo's first pick and first place.
 """
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ import yaml
 
 from .llm_moe import reset_routing_stats, routing_report
 from .moe_planner import MoEPlanner
-from .train_planner import PlannerTrainConfig, TextSample, load_scene_frames, question_samples, split_episodes
+from .planner import grounding_targets, pad_plans
+from .train_planner import (
+    PlannerTrainConfig,
+    SceneFrame,
+    TextSample,
+    load_scene_frames,
+    question_samples,
+    split_episodes,
+)
 
 SPLITS = ("heldout", "train", "all")
 EXAMPLES_KEPT = 5  # question, expected and predicted answers shown in the JSON
@@ -57,6 +66,30 @@ def evaluate_questions(planner: MoEPlanner, samples: Sequence[TextSample], seed:
     }
 
 
+@torch.no_grad()
+def evaluate_grounding(planner: MoEPlanner, frames: Sequence[SceneFrame], seed: int = 0,
+                       batch_size: int = 16) -> dict[str, Any]:
+    """How often the object pointer's top object is the one under the demo's first pick (place),
+    over the frames whose pick (place) is on an object; ``chance`` is the mean of 1 / objects."""
+    generator = torch.Generator().manual_seed(seed)
+    hits: dict[str, list[bool]] = {"pick": [], "place": []}
+    chance = []
+    for start in range(0, len(frames), batch_size):
+        batch = [frame.cloud for frame in frames[start:start + batch_size]]
+        scenes = [planner.scene_objects(f.xyz, f.rgb, f.instance_ids, generator) for f in batch]
+        condition = planner.condition(scenes, [f.instruction for f in batch])
+        _, logits = planner.pointer(condition)
+        poses, _ = pad_plans([f.remaining for f in batch])
+        target, grounded = grounding_targets(poses.to(planner.device), condition.object_locations,
+                                             condition.object_mask, planner.config.grounding_radius)
+        chosen = logits.argmax(-1)
+        for role, r in (("pick", 0), ("place", 1)):
+            hits[role] += (chosen[:, r] == target[:, r])[grounded[:, r]].tolist()
+        chance += (1 / condition.object_mask.sum(1)[grounded[:, 0]]).tolist()
+    return {f"{role}_accuracy": sum(h) / len(h) if h else None for role, h in hits.items()} | {
+        "grounded_frames": len(hits["pick"]), "chance": sum(chance) / len(chance) if chance else None}
+
+
 def _training_config(checkpoint: Path) -> PlannerTrainConfig:
     """The training run's config when ``checkpoint`` is a stage folder (or its planner/), else defaults."""
     for folder in (checkpoint, checkpoint.parent):
@@ -86,5 +119,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = evaluate_questions(planner, samples, args.seed)
     print(f"{args.split} QA exact match {result['accuracy']:.3f} over {result['questions']} questions: "
           + ", ".join(f"{kind} {r['accuracy']:.3f} ({r['questions']})" for kind, r in result["per_kind"].items()))
+    grounding = evaluate_grounding(planner, frames, args.seed)
+    print(f"{args.split} object pointer: first pick on the demo's object {grounding['pick_accuracy']}, first "
+          f"place {grounding['place_accuracy']} over {grounding['grounded_frames']} frames (chance "
+          f"{grounding['chance']})")
     return {"ok": True, "checkpoint": str(checkpoint), "demos": str(demos), "split": args.split,
-            "heldout_every": heldout_every, **result}
+            "heldout_every": heldout_every, **result, "grounding": grounding}

@@ -135,6 +135,9 @@ def test_eval_planner_scores_held_out_questions_with_a_routing_report(stages):
     assert result["questions"] == sum(r["questions"] for r in result["per_kind"].values()) >= 2
     assert "next step" in result["per_kind"] and 0 <= result["accuracy"] <= 1
     assert all(layer["3d"]["tokens"] > 0 and layer["text"]["tokens"] > 0 for layer in result["routing"]["layers"])
+    grounding = result["grounding"]
+    assert grounding["grounded_frames"] >= 1 and 0 <= grounding["pick_accuracy"] <= 1
+    assert 0 < grounding["chance"] <= 1
     json.dumps(result)  # the CLI prints it as JSON
     # a cap keeps questions from first to last (the last is a next-step question), not the first few
     capped = eval_cli.run(parser.parse_args(["planner", "--checkpoint", str(config.stage_dir(3)),
