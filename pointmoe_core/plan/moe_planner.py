@@ -133,8 +133,8 @@ class PoseCondition(NamedTuple):
     object_locations: torch.Tensor
     object_mask: torch.Tensor
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "PoseCondition":
-        return PoseCondition(*(x.to(device, dtype) if x.is_floating_point() else x.to(device) for x in self))
+    def to(self, device: torch.device | str) -> "PoseCondition":
+        return PoseCondition(*(x.to(device) for x in self))
 
     def unbatch(self) -> list["PoseCondition"]:
         """One condition per sample, cut to its real tokens and objects (to store or re-batch)."""

@@ -16,6 +16,7 @@ Scenes use the colours of one split, ``train`` or ``test``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Sequence
 
@@ -197,7 +198,7 @@ def same_size_matrix(object_sizes: Sequence[str], target_sizes: Sequence[str]) -
 
 
 @dataclass
-class Task:
+class Task(ABC):
     """Base task: builds a scene, holds goals and instruction, and scores the episode.
 
     ``split`` chooses the colours (``train`` or ``test``). Subclasses set ``name`` and implement
@@ -221,8 +222,9 @@ class Task:
         self.goals, self.instruction, self._progress, self._score = [], "", 0.0, 0.0
         self.build(scene, rng, Layout(rng))
 
+    @abstractmethod
     def build(self, scene: Scene, rng: np.random.Generator, layout: Layout) -> None:
-        raise NotImplementedError
+        """Add the task's objects to ``scene`` and set ``goals``, ``instruction`` and ``max_steps``."""
 
     @property
     def score(self) -> float:

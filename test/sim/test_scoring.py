@@ -79,10 +79,19 @@ def test_zone_fraction_counts_points_inside():
     assert zone_fraction(scene, 1, *zone) == 0.0
 
 
+class GoalsOnly(Task):
+    """A task whose goals the test sets by hand."""
+
+    name = "goals-only"
+
+    def build(self, scene, rng, layout) -> None:
+        pass
+
+
 def test_reward_is_progress_over_sequential_goals():
     """Ravens' reward: deltas of a score that rises through the goals in order, ending at 1."""
     scene = PoseScene({1: ((0.3, 0.3, 0.02), 0.0), 2: ((0.3, -0.3, 0.02), 0.0)})
-    task = Task()
+    task = GoalsOnly()
     task.goals = [Goal([1], [target(0.5, 0.0)], np.ones((1, 1)), 0.5),
                   Goal([2], [target(0.5, 0.0, 0.06)], np.ones((1, 1)), 0.5, check_height=True)]
     assert task.reward(scene) == 0.0 and not task.done()
