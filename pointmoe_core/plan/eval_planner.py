@@ -78,7 +78,7 @@ def evaluate_grounding(planner: MoEPlanner, frames: Sequence[SceneFrame], seed: 
         batch = [frame.cloud for frame in frames[start:start + batch_size]]
         scenes = [planner.scene_objects(f.xyz, f.rgb, f.instance_ids, generator) for f in batch]
         condition = planner.condition(scenes, [f.instruction for f in batch])
-        _, logits = planner.pointer(condition)
+        logits = planner.pointer.logits(condition)
         poses, _ = pad_plans([f.remaining for f in batch])
         target, grounded = grounding_targets(poses.to(planner.device), condition.object_locations,
                                              condition.object_mask, planner.config.grounding_radius)

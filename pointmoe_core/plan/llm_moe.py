@@ -84,34 +84,29 @@ class MoEMLP(nn.Module):
 
         out, _ = dispatch_to_experts(x, self.experts, topk_weight, topk_idx)
 
-        real = self._real_tokens(hidden_states.shape[:-1], x.device)
+        is_3d = self._flat_mask("modality", self.modality_mask, hidden_states.shape[:-1], False, x.device)
+        real = self._flat_mask("token", self.token_mask, hidden_states.shape[:-1], True, x.device)
         # padding is routed like any token but neither balanced nor counted
         self.aux_loss = load_balance_loss(probs[real], topk_idx[real], self.num_experts, alpha=1.0)
         self.last_topk_idx = topk_idx.detach()
-        self._count(topk_idx.detach(), hidden_states.shape[:-1], real)
+        self._count(topk_idx.detach(), is_3d, real)
         return out.reshape(hidden_states.shape)
 
-    def _real_tokens(self, token_shape: torch.Size, device: torch.device) -> torch.Tensor:
-        if self.token_mask is None:
-            return torch.ones(token_shape.numel(), dtype=torch.bool, device=device)
-        if self.token_mask.shape != token_shape:
-            raise ValueError(f"token mask has shape {tuple(self.token_mask.shape)} but the tokens are "
-                             f"{tuple(token_shape)}; call set_modality_mask(model, None) before running other inputs")
-        return self.token_mask.reshape(-1).to(device)
+    @staticmethod
+    def _flat_mask(name: str, mask: torch.Tensor | None, token_shape: torch.Size, default: bool,
+                   device: torch.device) -> torch.Tensor:
+        """``mask`` (set by ``set_modality_mask``) flattened like the tokens; ``default`` everywhere when unset."""
+        if mask is None:
+            return torch.full((token_shape.numel(),), default, dtype=torch.bool, device=device)
+        if mask.shape != token_shape:
+            raise ValueError(f"{name} mask has shape {tuple(mask.shape)} but the tokens are {tuple(token_shape)}; "
+                             "call set_modality_mask(model, None) before running other inputs")
+        return mask.reshape(-1).to(device)
 
-    def _count(self, topk_idx: torch.Tensor, token_shape: torch.Size, real: torch.Tensor) -> None:
-        if self.modality_mask is None:
-            is_3d = torch.zeros(topk_idx.shape[0], dtype=torch.long, device=topk_idx.device)
-        elif self.modality_mask.shape != token_shape:
-            raise ValueError(
-                f"modality mask has shape {tuple(self.modality_mask.shape)} but the tokens are {tuple(token_shape)}; "
-                "call set_modality_mask(model, None) before running other inputs"
-            )
-        else:
-            is_3d = self.modality_mask.reshape(-1).to(device=topk_idx.device, dtype=torch.long)
+    def _count(self, topk_idx: torch.Tensor, is_3d: torch.Tensor, real: torch.Tensor) -> None:
         # one bincount over (modality, expert) pairs instead of a loop over experts
         size = 2 * self.num_experts
-        pairs = (is_3d.unsqueeze(1) * self.num_experts + topk_idx)[real]
+        pairs = (is_3d.long().unsqueeze(1) * self.num_experts + topk_idx)[real]
         self.routed_tokens += torch.bincount(pairs.flatten(), minlength=size).view(2, -1)
         self.first_choice_tokens += torch.bincount(pairs[:, 0], minlength=size).view(2, -1)
 

@@ -55,7 +55,7 @@ from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .pose_sequence import PoseSequence, normalize_xyz
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
 from .rectified_flow import RectifiedFlowConfig
-from .scene_encoder import SceneObjects, objects_from_cloud, pad_scenes
+from .scene_encoder import SceneObjects, fusion_encoder, objects_from_cloud, pad_scenes
 from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
 
 PLANNER_NAME = "3d-moe"
@@ -185,9 +185,7 @@ class ObjectPointer(nn.Module):
         self.size, self.fusion_layers = size, fusion_layers
         if fusion_layers:
             self.proj = nn.Linear(width, size)
-            layer = nn.TransformerEncoderLayer(size, num_heads, 2 * size, dropout=0.0, batch_first=True,
-                                               norm_first=True)
-            self.fusion = nn.TransformerEncoder(layer, fusion_layers, enable_nested_tensor=False)
+            self.fusion = fusion_encoder(size, num_heads, fusion_layers)
             self.score = nn.Linear(size, 2)
         else:
             self.query = nn.Linear(width, 2 * size)

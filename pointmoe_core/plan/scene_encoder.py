@@ -153,6 +153,14 @@ class SceneEncoder(nn.Module):
         return tokens + self.location_linear(locations) + self.location_embed(locations)
 
 
+def fusion_encoder(width: int, num_heads: int, num_layers: int) -> nn.TransformerEncoder:
+    """Bidirectional self-attention layers (pre-norm, GELU, no dropout) over condition tokens,
+    where objects and words meet."""
+    layer = nn.TransformerEncoderLayer(width, num_heads, 2 * width, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+
 class ConditionEncoder(nn.Module):
     """Scene object tokens and instruction tokens -> ``(tokens (B, L, D), mask (B, L))``."""
 
@@ -164,9 +172,7 @@ class ConditionEncoder(nn.Module):
         # tells the planner which tokens are objects and which are words
         self.type_embed = nn.Parameter(torch.zeros(2, config.hidden_size))
         nn.init.normal_(self.type_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(config.hidden_size, config.fusion_heads, 2 * config.hidden_size,
-                                           dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
-        self.fusion = (nn.TransformerEncoder(layer, config.fusion_layers, enable_nested_tensor=False)
+        self.fusion = (fusion_encoder(config.hidden_size, config.fusion_heads, config.fusion_layers)
                        if config.fusion_layers else None)
 
     def forward(
