@@ -112,10 +112,13 @@ def decode_plan(poses: torch.Tensor, stop: torch.Tensor, threshold: float, **met
     return decode_steps(poses[0, :n], not_ended[0, :n], **metadata)
 
 
-def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndarray, radius: float) -> PoseSequence:
+def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndarray, radius: float,
+                    first_scores: torch.Tensor | np.ndarray | None = None) -> PoseSequence:
     """``plan`` with each pick and place moved in xy onto the nearest object centre (object_locations
     (M, 6) in metres, centre first) when one lies within ``radius`` metres; height, rotation and
-    scores are kept, and ``radius`` 0 changes nothing.
+    scores are kept, and ``radius`` 0 changes nothing. ``first_scores`` (2, M), the planner's own
+    pick and place scores of each object for the first step (its grounding head or object
+    pointer), choose among the objects within the radius for that step instead of the distance.
 
     Grasp refinement outside the network, as a robot stack does with the objects it perceives: the
     tiny planners choose the right object far more often than they land within a block's
@@ -126,13 +129,20 @@ def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndar
         return plan
     centres = np.asarray(torch.as_tensor(object_locations)[:, :2].double().cpu())
 
-    def snapped(xyz: tuple[float, ...]) -> tuple[float, ...]:
+    def snapped(xyz: tuple[float, ...], scores: np.ndarray | None) -> tuple[float, ...]:
         distance = np.linalg.norm(centres - np.asarray(xyz[:2]), axis=1)
-        nearest = int(distance.argmin())
-        return (*centres[nearest], xyz[2]) if distance[nearest] <= radius else xyz
+        within = distance <= radius
+        if not within.any():
+            return xyz
+        chosen = np.where(within, distance if scores is None else -scores, np.inf).argmin()
+        return (*centres[chosen], xyz[2])
 
-    steps = [dataclasses.replace(step, pick_xyz=snapped(step.pick_xyz), place_xyz=snapped(step.place_xyz))
-             for step in plan.steps]
+    steps = []
+    for i, step in enumerate(plan.steps):
+        pick_scores, place_scores = (np.asarray(torch.as_tensor(first_scores).double().cpu())
+                                     if first_scores is not None and i == 0 else (None, None))
+        steps.append(dataclasses.replace(step, pick_xyz=snapped(step.pick_xyz, pick_scores),
+                                         place_xyz=snapped(step.place_xyz, place_scores)))
     return dataclasses.replace(plan, steps=steps)
 
 
@@ -274,6 +284,7 @@ class PoseDiTPlanner(nn.Module):
         poses, stop = sample_poses(self.model, self.scheduler, cond, cond_mask, self.config.horizon,
                                    num_steps, generator, self.condition.token_positions(locations, text_mask))
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
-        plan = snap_to_objects(plan, scene.locations, self.config.snap_radius)
+        scores = self.grounding_head(cond[0, : len(scene)]).T if self.config.grounding_weight else None
+        plan = snap_to_objects(plan, scene.locations, self.config.snap_radius, scores)
         plan.planning_time = time.perf_counter() - start
         return plan

@@ -59,6 +59,11 @@ class PoseDiTConfig(YamlConfig):
     cond_dim: int = 256  # width of the condition tokens (scene encoder or LLM hidden size)
     pose_dim: int = POSE_DIM
     frequency_embedding_size: int = 256  # sinusoid channels before the timestep MLP
+    # add an embedding of each positioned condition token's centre (``cond_xyz``) to it, so that
+    # what cross-attention reads says where the object is: an LLM state carries its object's place
+    # only faintly (the few huge activations of SmolLM2's states dominate their normalisation),
+    # unlike the MiniLM planner's object tokens, which embed their location themselves
+    position_embed: bool = False
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_VARIANTS:
@@ -226,6 +231,8 @@ class PoseDiT(nn.Module):
         self.time_embed = TimestepEmbedder(d, c.frequency_embedding_size)
         # LLM hidden states have large, uneven scales; normalising first keeps one recipe for all
         self.cond_embed = nn.Sequential(nn.LayerNorm(c.cond_dim), nn.Linear(c.cond_dim, d))
+        if c.position_embed:
+            self.cond_position = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(PoseDiTBlock(c) for _ in range(c.depth))
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.pose_head = nn.Linear(d, c.pose_dim)
@@ -270,6 +277,8 @@ class PoseDiT(nn.Module):
         x = self.pose_embed(noisy_poses) + self.role_embed + step_position[:, None]
         c = self.time_embed(t)
         cond = self.cond_embed(cond)
+        if cond_xyz is not None and self.config.position_embed:
+            cond = cond + self.cond_position(cond_xyz.nan_to_num(0.0)) * cond_xyz[..., :1].isfinite()
         masks = AttentionMasks.build(step_mask, cond_mask, self.config.causal)
         distances = None
         if cond_xyz is not None:

@@ -183,11 +183,15 @@ def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
     object_states, object_mask = torch.randn(2, 3, 8), torch.tensor([[True] * 3, [True, True, False]])
     locations = torch.rand(2, 3, 6)
     xyz = torch.full((2, 5, 3), float("nan"))
-    condition = PoseCondition(states, mask, xyz, object_states, locations, object_mask)
+    colors = torch.rand(2, 3, 3) * 2 - 1
+    condition = PoseCondition(states, mask, xyz, object_states, locations, object_mask, colors)
     extended, logits = pointer(condition)
     for b, last in enumerate((4, 2)):
         query = pointer.query(pointer.norm(states[b, last])).view(2, 4)
-        want = query @ pointer.key(pointer.norm(object_states[b])).T / 2
+        # workspace x 0.5 m, y 1 m, z 0.28 m wide: sizes become fractions of the half-width
+        sizes = locations[b, :, 3:] / torch.tensor([0.25, 0.5, 0.14])
+        appearance = pointer.appearance(torch.cat([colors[b], normalize_xyz(locations[b, :, :3]), sizes], -1))
+        want = query @ (pointer.key(pointer.norm(object_states[b])) + appearance).T / 2
         want[:, ~object_mask[b]] = float("-inf")
         torch.testing.assert_close(logits[b], want)
         probs = want.softmax(-1)
@@ -195,6 +199,41 @@ def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
         torch.testing.assert_close(extended.xyz[b, 5:], probs @ normalize_xyz(locations[b, :, :3]))
     assert extended.states.shape == (2, 7, 8) and extended.mask[:, 5:].all()
     torch.testing.assert_close(extended.states[:, :5], states)
+
+
+@pytest.mark.parametrize("fusion_layers", [0, 1])
+def test_object_pointer_grounds_by_colour_when_the_object_states_carry_none(fusion_layers):
+    """The instruction (here: the last token's state) names a colour; the 3D tokens' states are
+    noise, as after too little alignment. The pointer still learns to find the object of that
+    colour, from the objects' mean colours."""
+    torch.manual_seed(0)
+    palette = torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]])
+    words = torch.randn(len(palette), 16)  # one "instruction state" per colour name
+
+    def batch(size: int) -> tuple[PoseCondition, torch.Tensor]:
+        order = torch.stack([torch.randperm(len(palette)) for _ in range(size)])  # object m has colour order[m]
+        target_colour = torch.randint(len(palette), (size,))
+        states = torch.cat([torch.randn(size, len(palette), 16), words[target_colour][:, None]], 1)
+        xyz = torch.full((size, len(palette) + 1, 3), float("nan"))
+        xyz[:, :-1] = 0.0
+        locations = torch.cat([torch.rand(size, len(palette), 3), torch.full((size, len(palette), 3), 0.04)], -1)
+        condition = PoseCondition(states, torch.ones(size, len(palette) + 1, dtype=torch.bool), xyz,
+                                  states[:, :-1], locations, torch.ones(size, len(palette), dtype=torch.bool),
+                                  palette[order])
+        return condition, (order == target_colour[:, None]).float().argmax(1)
+
+    pointer = ObjectPointer(width=16, size=16, fusion_layers=fusion_layers)
+    optimizer = torch.optim.Adam(pointer.parameters(), lr=3e-3)
+    for _ in range(300):
+        condition, target = batch(32)
+        loss = torch.nn.functional.cross_entropy(pointer.logits(condition)[:, 0], target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    condition, target = batch(256)
+    with torch.no_grad():
+        accuracy = (pointer.eval().logits(condition)[:, 0].argmax(-1) == target).float().mean()
+    assert accuracy > 0.95  # chance is 0.25
 
 
 def test_fusion_pointer_scores_each_3d_token_after_it_reads_the_words():
@@ -205,8 +244,10 @@ def test_fusion_pointer_scores_each_3d_token_after_it_reads_the_words():
     xyz = torch.full((1, 6, 3), float("nan"))
     xyz[0, 1:3] = 0.0
     objects = torch.ones(1, 2, dtype=torch.bool)
-    condition = PoseCondition(states, mask, xyz, states[:, 1:3], torch.rand(1, 2, 6), objects)
-    fused = pointer.fusion(pointer.proj(pointer.norm(states)), src_key_padding_mask=~mask)
+    condition = PoseCondition(states, mask, xyz, states[:, 1:3], torch.rand(1, 2, 6), objects, torch.rand(1, 2, 3))
+    tokens = pointer.proj(pointer.norm(states))
+    tokens[:, 1:3] += pointer.object_appearance(condition)
+    fused = pointer.fusion(tokens, src_key_padding_mask=~mask)
     torch.testing.assert_close(pointer.logits(condition), pointer.score(fused[:, 1:3]).transpose(1, 2))
     # the words after the objects change their scores: bidirectional, unlike the causal LLM
     changed = condition._replace(states=torch.cat([states[:, :5], torch.randn(1, 1, 8)], 1))

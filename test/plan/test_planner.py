@@ -135,6 +135,21 @@ def test_snap_to_objects_moves_poses_within_the_radius_only():
     assert snap_to_objects(plan, locations, radius=0.0) is plan
 
 
+def test_snap_follows_the_planners_first_step_scores_within_the_radius():
+    locations = torch.tensor([[0.40, 0.10, 0.02, 0.04, 0.04, 0.04], [0.46, 0.10, 0.02, 0.04, 0.04, 0.04],
+                              [0.70, 0.30, 0.00, 0.10, 0.10, 0.00]])
+    between = (0.42, 0.10, 0.03)  # 2 cm from object 0, 4 cm from object 1
+    step = PickPlace(between, (0, 0, 0, 1), (0.60, 0.30, 0.05), (0, 0, 0, 1))
+    plan = PoseSequence([step, step])
+    # pick: object 1 scores highest; place: object 2 does, but lies 10 cm away
+    scores = torch.tensor([[0.0, 5.0, 9.0], [0.0, 0.0, 9.0]])
+    snapped = snap_to_objects(plan, locations, radius=0.05, first_scores=scores)
+    assert snapped.steps[0].pick_xyz == pytest.approx((0.46, 0.10, 0.03))
+    assert snapped.steps[0].place_xyz == (0.60, 0.30, 0.05)  # nothing within the radius: kept
+    # later steps have no scores: nearest, as without them
+    assert snapped.steps[1].pick_xyz == pytest.approx((0.40, 0.10, 0.03))
+
+
 def test_plan_snaps_onto_the_scene_objects(tiny_planner_config):
     planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict({**tiny_planner_config, "snap_radius": 1.0})).eval()
     xyz, colors, ids = tabletop(0)

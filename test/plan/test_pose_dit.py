@@ -224,3 +224,25 @@ def test_distance_bias_makes_each_pose_attend_to_the_object_it_sits_on():
     values = block.cross_attn.kv(cond)[..., d:]  # (1, 3, d): the value of each object
     expected = block.cross_attn.out(values[:, [2, 0]])
     torch.testing.assert_close(out.reshape(1, 2, d), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_position_embedding_reaches_positioned_condition_tokens_only():
+    config = tiny()
+    config.position_embed = True
+    model = randomized(config)
+    x, t, cond, cond_mask, step_mask = inputs()
+    cond_xyz = torch.full((B, L, 3), float("nan"))
+    cond_xyz[:, :2] = torch.rand(B, 2, 3) * 2 - 1  # two object tokens, the rest words
+    before = model(x, t, cond, cond_mask, step_mask, cond_xyz).prediction
+    moved = cond_xyz.clone()
+    moved[:, 0] += 0.5
+    assert not torch.allclose(model(x, t, cond, cond_mask, step_mask, moved).prediction, before, atol=1e-4)
+    # with the distance bias switched off, only the embedding could carry the move
+    for block in model.blocks:
+        torch.nn.init.constant_(block.distance_weight[1].bias, -1e4)
+    before = model(x, t, cond, cond_mask, step_mask, cond_xyz).prediction
+    assert not torch.allclose(model(x, t, cond, cond_mask, step_mask, moved).prediction, before, atol=1e-4)
+    # a word token has no centre to embed: its NaN never leaks into the output
+    assert model(x, t, cond, cond_mask, step_mask, cond_xyz).prediction.isfinite().all()
+    # off by default: the MiniLM planner's checkpoints keep their parameter set
+    assert not any(name.startswith("cond_position") for name, _ in PoseDiT(tiny()).named_parameters())
