@@ -54,7 +54,8 @@ def objects_from_cloud(
     """Split a cloud (N, 3) with colours (N, 3) (uint8, or floats in [0, 1]) into objects.
 
     Negative instance ids (background, table) are skipped. Objects beyond ``max_objects`` are
-    dropped smallest first: tiny fragments carry the least for the planner. Each object is
+    dropped smallest first: tiny fragments carry the least for the planner. The objects come
+    ordered by place (the y of their box centre), whatever their ids. Each object is
     resampled to ``points_per_object`` points; repeating points of a small object leaves FPS,
     ball query and max-pooling unchanged.
     """
@@ -82,7 +83,11 @@ def objects_from_cloud(
     if not points:
         return SceneObjects(xyz.new_zeros(0, points_per_object, 3 + colors.shape[1]),
                             xyz.new_zeros(0, LOCATION_DIM), ids)
-    return SceneObjects(torch.stack(points), torch.stack(locations), ids)
+    # objects in order of place (the box centre's y, across the workspace), not of id: the LLM
+    # reads them in order, and the simulator's ids are its spawn order, which gives the target
+    # away (tasks spawn it first of its kind), while the demo's clusters come largest first
+    order = torch.argsort(torch.stack(locations)[:, 1], stable=True)
+    return SceneObjects(torch.stack(points)[order], torch.stack(locations)[order], ids[order])
 
 
 def pad_scenes(scenes: Sequence[SceneObjects]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -62,9 +62,10 @@ def test_loss_on_collated_demos(scheduler, tiny_planner_config, hash_text):
     assert batch.poses.shape == (3, 3, 2, 9) and batch.step_mask.sum(1).tolist() == [1, 2, 3]
     losses = planner.loss(batch)
     assert set(losses) == {"loss", "pose_loss", "stop_loss", "grounding_loss"} and losses["loss"].isfinite()
-    # the pick is on the block (object 0), the place in the bowl (object 1)
+    # the pick is on the block, the place in the bowl; objects come in order of y, so the bowl
+    # (y -0.2) is object 0 and the block (y 0.1) object 1
     target, grounded = grounding_targets(batch.poses, batch.object_locations, batch.object_mask, radius=0.05)
-    assert target.tolist() == [[0, 1]] * 3 and grounded.all()
+    assert target.tolist() == [[1, 0]] * 3 and grounded.all()
     # adaLN-Zero starts every block as the identity with zero heads: the first step trains the
     # heads, the second the gates, and from the third on the scene, text and pose paths all learn
     optimizer = torch.optim.SGD(planner.parameters(), lr=0.1)

@@ -72,7 +72,7 @@ def test_at_most_max_objects_keeping_the_largest():
     xyz = torch.cat([box([0.3 + 0.1 * i, 0, 0], [0.02] * 3, n) for i, n in enumerate(sizes)])
     ids = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
     objects = objects_from_cloud(xyz, torch.zeros_like(xyz), ids, points_per_object=8, max_objects=2)
-    assert objects.instance_ids.tolist() == [1, 3]
+    assert sorted(objects.instance_ids.tolist()) == [1, 3]
 
 
 def test_empty_scene():
@@ -133,3 +133,16 @@ def test_config_from_dict_builds_nested_pointnet():
 def make_batch_for(config):
     points, locations, mask, text, text_mask = make_batch()
     return points, locations, mask, torch.randn(2, 5, config.text_dim), text_mask
+
+
+def test_objects_come_in_order_of_place_whatever_their_ids():
+    centres = [[0.5, 0.2, 0.0], [0.4, -0.3, 0.0], [0.6, -0.1, 0.0], [0.3, 0.1, 0.0]]
+    xyz = torch.cat([box(c, [0.02] * 3, 30) for c in centres])
+    ids = torch.arange(len(centres)).repeat_interleave(30)
+    first = objects_from_cloud(xyz, torch.zeros_like(xyz), ids, points_per_object=8)
+    renumbered = objects_from_cloud(xyz, torch.zeros_like(xyz), torch.tensor([7, 2, 5, 0])[ids], points_per_object=8)
+    # by y: -0.3, -0.1, 0.1, 0.2
+    torch.testing.assert_close(first.locations[:, :2], torch.tensor([[0.4, -0.3], [0.6, -0.1], [0.3, 0.1], [0.5, 0.2]]),
+                               atol=0.02, rtol=0)
+    torch.testing.assert_close(renumbered.locations, first.locations)
+    assert first.instance_ids.tolist() == [1, 2, 3, 0] and renumbered.instance_ids.tolist() == [2, 5, 0, 7]
