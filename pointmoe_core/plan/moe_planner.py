@@ -52,10 +52,17 @@ from .planner import (
     snap_to_objects,
 )
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
-from .pose_sequence import WORKSPACE_BOUNDS, PoseSequence, normalize_xyz
+from .pose_sequence import PoseSequence, normalize_xyz
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
 from .rectified_flow import RectifiedFlowConfig
-from .scene_encoder import LOCATION_DIM, SceneObjects, fusion_encoder, objects_from_cloud, pad_scenes
+from .scene_encoder import (
+    LOCATION_DIM,
+    SceneObjects,
+    fusion_encoder,
+    normalize_locations,
+    objects_from_cloud,
+    pad_scenes,
+)
 from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
 
 PLANNER_NAME = "3d-moe"
@@ -182,9 +189,8 @@ class ObjectPointer(nn.Module):
 
     Each object's key (or fusion token) also reads what the object looks like and where it is: its
     mean colour, centre and size, through a small MLP. The 3D tokens' LLM states carry colour only
-    as well as the short alignment stages taught the LLM to read the scene tokens (colour QA stayed
-    near chance on a CPU budget, and the pointer found the demo's object 39-45 % of the time on
-    those states alone), while the instructions name their objects by colour and kind.
+    as well as the alignment stages taught the LLM to read the scene tokens (colour QA stayed near
+    chance on a CPU budget), while the instructions name their objects by colour and kind.
     """
 
     def __init__(self, width: int, size: int = 128, fusion_layers: int = 0, num_heads: int = 4) -> None:
@@ -227,10 +233,8 @@ class ObjectPointer(nn.Module):
 
     def object_appearance(self, condition: PoseCondition) -> torch.Tensor:
         """(B, M, size): the MLP of each object's mean colour, centre and size (workspace-normalised)."""
-        locations = condition.object_locations
-        low, high = (torch.as_tensor(WORKSPACE_BOUNDS, dtype=locations.dtype, device=locations.device)).unbind(1)
-        sizes = 2 * locations[..., 3:] / (high - low)
-        return self.appearance(torch.cat([condition.object_colors, normalize_xyz(locations[..., :3]), sizes], -1))
+        return self.appearance(torch.cat([condition.object_colors,
+                                          normalize_locations(condition.object_locations)], -1))
 
     def forward(self, condition: PoseCondition) -> tuple[PoseCondition, torch.Tensor]:
         """The condition with the two pointer tokens appended (states, mask, xyz), and the logits."""

@@ -102,6 +102,15 @@ def pad_scenes(scenes: Sequence[SceneObjects]) -> tuple[torch.Tensor, torch.Tens
     return points, locations, mask
 
 
+def normalize_locations(locations: torch.Tensor,
+                        bounds: Sequence[Sequence[float]] = WORKSPACE_BOUNDS) -> torch.Tensor:
+    """(..., 6) box centres and sizes in metres -> centres in [-1, 1] over ``bounds`` (the poses'
+    frame) and sizes as fractions of the half-extent."""
+    extent = torch.as_tensor(bounds, dtype=locations.dtype, device=locations.device)
+    centre = normalize_xyz(locations[..., :3], bounds)
+    return torch.cat([centre, 2 * locations[..., 3:] / (extent[:, 1] - extent[:, 0])], dim=-1)
+
+
 @dataclass
 class ConditionEncoderConfig(YamlConfig):
     hidden_size: int = 256  # width D of the condition tokens
@@ -142,9 +151,7 @@ class SceneEncoder(nn.Module):
         self.location_embed = nn.Sequential(nn.Linear(LOCATION_DIM, d), nn.GELU(), nn.Linear(d, d))
 
     def normalize_locations(self, locations: torch.Tensor) -> torch.Tensor:
-        bounds = torch.as_tensor(self.config.location_bounds, dtype=locations.dtype, device=locations.device)
-        centre = normalize_xyz(locations[..., :3], self.config.location_bounds)
-        return torch.cat([centre, 2 * locations[..., 3:] / (bounds[:, 1] - bounds[:, 0])], dim=-1)
+        return normalize_locations(locations, self.config.location_bounds)
 
     def forward(self, points: torch.Tensor, locations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """points (B, M, P, 3 + C), locations (B, M, 6), mask (B, M) -> tokens (B, M, D)."""
