@@ -137,10 +137,10 @@ def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndar
         chosen = np.where(within, distance if scores is None else -scores, np.inf).argmin()
         return (*centres[chosen], xyz[2])
 
+    first = None if first_scores is None else np.asarray(torch.as_tensor(first_scores).double().cpu())
     steps = []
     for i, step in enumerate(plan.steps):
-        pick_scores, place_scores = (np.asarray(torch.as_tensor(first_scores).double().cpu())
-                                     if first_scores is not None and i == 0 else (None, None))
+        pick_scores, place_scores = first if first is not None and i == 0 else (None, None)
         steps.append(dataclasses.replace(step, pick_xyz=snapped(step.pick_xyz, pick_scores),
                                          place_xyz=snapped(step.place_xyz, place_scores)))
     return dataclasses.replace(plan, steps=steps)

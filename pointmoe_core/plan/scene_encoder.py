@@ -86,8 +86,9 @@ def objects_from_cloud(
     # objects in order of place (the box centre's y, across the workspace), not of id: the LLM
     # reads them in order, and the simulator's ids are its spawn order, which gives the target
     # away (tasks spawn it first of its kind), while the demo's clusters come largest first
-    order = torch.argsort(torch.stack(locations)[:, 1], stable=True)
-    return SceneObjects(torch.stack(points)[order], torch.stack(locations)[order], ids[order])
+    boxes = torch.stack(locations)
+    order = torch.argsort(boxes[:, 1], stable=True)
+    return SceneObjects(torch.stack(points)[order], boxes[order], ids[order])
 
 
 def pad_scenes(scenes: Sequence[SceneObjects]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
