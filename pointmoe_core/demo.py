@@ -42,7 +42,9 @@ DEFAULT_PLANNER = CHECKPOINTS / "planner_3d_moe"
 # own object scores within the radius); RESULTS.md reports the planners with and without it
 DEFAULT_SNAP_RADIUS = 0.05
 DEFAULT_TASKS = ("pick-and-place-primitive", "put-block-into-matching-bowl", "stack-block-in-absolute-area")
-DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"  # perception_node's default (config/perception.yaml)
+DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"
+# the default checkpoints trained on episodes of seeds 0-509 and 2000-4299 (checkpoints/README.md)
+DEFAULT_SEED = 1000  # perception_node's default (config/perception.yaml)
 
 KITTI_SCAN = Path("semantickitti/sequences/00/velodyne/000000.bin")
 KITTI_LABEL = Path("semantickitti/sequences/00/labels/000000.label")
@@ -75,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
                         help=f"LoHoRavens tasks (default {' '.join(DEFAULT_TASKS)})")
     parser.add_argument("--episodes", type=int, default=2, help="episodes per task (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode, then +1 each")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the first episode, then +1 each (default {DEFAULT_SEED}: layouts that no "
+                             "default checkpoint was trained on)")
+    parser.add_argument("--split", choices=("train", "test"), default="test",
+                        help="colour split: 'test' (default) holds CLIPort's unseen colours orange, purple, pink "
+                             "and white beside blue, red and green; 'train' the colours the planner was trained on")
     parser.add_argument("--image-size", type=_image_size, default=(240, 320), metavar="HxW",
                         help="camera images (default 240x320, what the default checkpoints were trained on)")
     parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")

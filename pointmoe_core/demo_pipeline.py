@@ -337,8 +337,7 @@ def run_pipeline(args: Any) -> dict:
                                 args.seed)
         for name in args.tasks:
             agent.stats = stats = TaskStats(len(vocabulary))
-            # the unseen colour split, as `pointmoe sim eval` evaluates by default
-            with TabletopEnv(TASKS[name](split="test"), EnvConfig(image_size=args.image_size)) as env:
+            with TabletopEnv(TASKS[name](split=args.split), EnvConfig(image_size=args.image_size)) as env:
                 bridge = TimedBridge(env, stats.seconds["execute"], voxel_size=VOXEL_SIZE)
                 episodes = []
                 for index in range(args.episodes):
@@ -360,7 +359,8 @@ def run_pipeline(args: Any) -> dict:
     print(f"\npictures: {out}/<task>_{{classes,experts,plan}}.png  bag: {bag_path} "
           f"({sum(recorder.counts.values())} messages on {len(recorder.counts)} topics)")
     return {"ok": pictures_ok and bool(tasks), "mode": "pipeline", "seg_checkpoint": str(args.seg_checkpoint),
-            "planner": str(args.planner), "snap_radius": planner.config.snap_radius,
+            "planner": str(args.planner), "snap_radius": planner.config.snap_radius, "split": args.split,
+            "seed": args.seed,
             "vocabulary": list(vocabulary), "expert_layer": args.expert_layer,
             "tasks": tasks, "bag": str(bag_path), "topics": dict(recorder.counts)}
 

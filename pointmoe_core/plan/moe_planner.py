@@ -77,6 +77,7 @@ EXPORT_DIR = "planner"  # where a training stage's output folder keeps its plann
 STAGES = (1, 2, 3)
 # the stage-2 "next step" question; sim.language.next_step_qa asks it the same way (tested)
 NEXT_STEP_QUESTION = "{instruction} what is the next step?"
+POINTER_QUERIES = ("last_token", "instruction")
 
 
 @dataclass
@@ -110,14 +111,20 @@ class MoEPlannerConfig(YamlConfig):
     # and place are at (cross-entropy, this weight; 0 = off)
     object_positions: bool = True
     pointer_size: int = 128  # query/key (or fusion) width of ``ObjectPointer``
-    # 0: the prompt's last token queries the 3D tokens; N: N bidirectional fusion layers over all
-    # condition tokens, then a per-object score
+    # what queries the 3D tokens: "last_token", the prompt's last token; "instruction", two role
+    # queries (pick, place) that attend over the prompt's text tokens, scored against the objects
+    # after one self-attention layer among them, the place query also reading the picked object
+    pointer_query: str = "last_token"
+    # N > 0 replaces the query by N bidirectional fusion layers over all condition tokens, then a
+    # per-object score
     pointer_fusion_layers: int = 0
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
     snap_radius: float = 0.0  # metres: ``planner.snap_to_objects`` after sampling; 0 = off
 
     def __post_init__(self) -> None:
+        if self.pointer_query not in POINTER_QUERIES:
+            raise ValueError(f"pointer_query must be one of {POINTER_QUERIES}, got {self.pointer_query!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.pose_dit.cond_dim != self.scene.llm_width:
@@ -177,15 +184,26 @@ class ObjectPointer(nn.Module):
     """Which object the first pick and the first place are at, as two extra condition tokens.
 
     The 3D tokens come before the instruction in the prompt, so in a causal LLM their states never
-    see it: no per-token head can tell the target object from them. The prompt's last token has
-    read both; its state queries the 3D tokens' states (scaled dot product, one query per role),
-    giving a distribution over the objects per role (trained by ``grounding_loss``); or, with
-    ``fusion_layers``, a small bidirectional transformer over all condition tokens lets each 3D
-    token read the words before it is scored. The LLM states are layer-normalised first: they
-    carry a few huge activations that would saturate the softmax from the first step. Each role
-    becomes one more token for Pose-DiT: the probability-weighted mean of the 3D tokens' states
-    plus a role vector, placed at the probability-weighted mean of their centres, so the
-    distance-biased cross-attention can pull the pick (place) towards the chosen object.
+    see it: no per-token head can tell the target object from them. Three ways to bring the words
+    to the objects (``query``):
+
+    * ``"last_token"``: the prompt's last token has read everything; its state queries the 3D
+      tokens' states (scaled dot product, one query per role);
+    * ``"instruction"``: a pick and a place query attend over the prompt's text tokens (multi-head
+      attention pooling), so the colour and kind words are read where they stand, not through
+      whatever of them survives in the last token; the objects first attend to each other (one
+      self-attention layer: a block already in a bowl looks different from one on the table), and
+      the place query also reads the object the pick points at, so "the bowl of the matching
+      colour" can follow the picked block;
+    * ``fusion_layers`` > 0: a small bidirectional transformer over all condition tokens lets each
+      3D token read the words before it is scored.
+
+    Either way this gives a distribution over the objects per role (trained by
+    ``grounding_loss``). The LLM states are layer-normalised first: they carry a few huge
+    activations that would saturate the softmax from the first step. Each role becomes one more
+    token for Pose-DiT: the probability-weighted mean of the 3D tokens' states plus a role vector,
+    placed at the probability-weighted mean of their centres, so the distance-biased
+    cross-attention can pull the pick (place) towards the chosen object.
 
     Each object's key (or fusion token) also reads what the object looks like and where it is: its
     mean colour, centre and size, through a small MLP. The 3D tokens' LLM states carry colour only
@@ -193,31 +211,63 @@ class ObjectPointer(nn.Module):
     chance on a CPU budget), while the instructions name their objects by colour and kind.
     """
 
-    def __init__(self, width: int, size: int = 128, fusion_layers: int = 0, num_heads: int = 4) -> None:
+    def __init__(self, width: int, size: int = 128, fusion_layers: int = 0, num_heads: int = 4,
+                 query: str = "last_token") -> None:
         super().__init__()
+        if query not in POINTER_QUERIES:
+            raise ValueError(f"query must be one of {POINTER_QUERIES}, got {query!r}")
         self.norm = nn.LayerNorm(width)
         self.roles = nn.Parameter(torch.zeros(2, width))  # zero: the pointer tokens start as plain objects
         self.size, self.fusion_layers = size, fusion_layers
+        self.query_mode = "fusion" if fusion_layers else query
         self.appearance = nn.Sequential(nn.Linear(3 + LOCATION_DIM, size), nn.GELU(), nn.Linear(size, size))
         if fusion_layers:
             self.proj = nn.Linear(width, size)
             self.fusion = fusion_encoder(size, num_heads, fusion_layers)
             self.score = nn.Linear(size, 2)
-        else:
+            return
+        self.key = nn.Linear(width, size)
+        if query == "last_token":
             self.query = nn.Linear(width, 2 * size)
-            self.key = nn.Linear(width, size)
+        else:
+            self.role_queries = nn.Parameter(torch.randn(2, size) * size ** -0.5)
+            self.words = nn.MultiheadAttention(size, num_heads, kdim=width, vdim=width, batch_first=True)
+            self.relate = fusion_encoder(size, num_heads, 1)
+            self.query = nn.Linear(size, size)
+            self.follow = nn.Linear(size, size)  # the picked object's features into the place query
 
     def logits(self, condition: PoseCondition) -> torch.Tensor:
         """(B, 2, M): pick and place scores of each object; padding objects are -inf."""
-        if self.fusion_layers:
+        if self.query_mode == "fusion":
             scores = self._fused_scores(condition)
+        elif self.query_mode == "instruction":
+            scores = self._instruction_scores(condition)
         else:
             last = condition.mask.sum(1) - 1  # right-padded: the last real token
             summary = condition.states[torch.arange(len(last), device=last.device), last]
             query = self.query(self.norm(summary)).view(-1, 2, self.size)
-            keys = self.key(self.norm(condition.object_states)) + self.object_appearance(condition)
-            scores = query @ keys.transpose(1, 2) / self.size ** 0.5
+            scores = query @ self._object_keys(condition).transpose(1, 2) / self.size ** 0.5
         return scores.masked_fill(~condition.object_mask[:, None], float("-inf"))
+
+    def _object_keys(self, condition: PoseCondition) -> torch.Tensor:
+        return self.key(self.norm(condition.object_states)) + self.object_appearance(condition)
+
+    def _instruction_scores(self, condition: PoseCondition) -> torch.Tensor:
+        """``query="instruction"``: role queries pooled from the text tokens, scored against the
+        objects after they have attended to each other; the place query adds the picked object."""
+        text = condition.mask & ~condition.xyz[..., 0].isfinite()
+        states = self.norm(condition.states)
+        roles, _ = self.words(self.role_queries.expand(len(states), -1, -1), states, states,
+                              key_padding_mask=~text, need_weights=False)
+        pick_query, place_query = self.query(roles).unbind(1)
+        objects = self.relate(self._object_keys(condition), src_key_padding_mask=~condition.object_mask)
+        objects = objects.masked_fill(~condition.object_mask[..., None], 0.0)
+        scale = self.size ** -0.5
+        pick = (objects @ pick_query[..., None]).squeeze(-1) * scale
+        picked = pick.masked_fill(~condition.object_mask, float("-inf")).softmax(-1).nan_to_num(0.0)
+        place_query = place_query + self.follow((picked[:, None] @ objects).squeeze(1))
+        place = (objects @ place_query[..., None]).squeeze(-1) * scale
+        return torch.stack([pick, place], 1)
 
     def _fused_scores(self, condition: PoseCondition) -> torch.Tensor:
         """``fusion_layers`` > 0: bidirectional self-attention over all condition tokens lets each
@@ -268,7 +318,8 @@ class MoEPlanner(nn.Module):
         self.llm.requires_grad_(False)  # the pretrained base never trains
         self.scene = SceneTokenizer(config.scene)
         self.pose_dit = PoseDiT(config.pose_dit)
-        self.pointer = ObjectPointer(width, config.pointer_size, config.pointer_fusion_layers)
+        self.pointer = ObjectPointer(width, config.pointer_size, config.pointer_fusion_layers,
+                                     query=config.pointer_query)
         self.scheduler = make_scheduler(config)
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds

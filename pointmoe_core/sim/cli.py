@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="camera images (intrinsics scale with them)")
         sub.add_argument("--assets-root", help="Ravens/LoHoRavens assets folder: use the UR5 arm")
     demos.add_argument("--out", type=Path, required=True, help="output folder")
+    demos.add_argument("--append", action="store_true",
+                       help="add to the episodes already listed in OUT/index.json (one data set from several runs)")
     demos.add_argument("--voxel-size", type=float, default=0.005, help="cloud voxel edge in metres (0: off)")
     evaluate.add_argument("--planner", default="oracle",
                           help="'oracle', a Pose-DiT checkpoint (file or directory) or a 3D-MoE planner folder")
@@ -174,8 +176,12 @@ def _make_env(args: argparse.Namespace, task_name: str) -> TabletopEnv:
 
 
 def write_demos(args: argparse.Namespace) -> dict:
-    """Oracle episodes until ``episodes`` succeed per task (at most 2x + 10 tries)."""
+    """Oracle episodes until ``episodes`` succeed per task (at most 2x + 10 tries); ``append`` keeps
+    the episodes already listed (an episode written again replaces its entry)."""
+    index_path = args.out / "index.json"
     index, summary = [], {}
+    if args.append and index_path.is_file():
+        index = json.loads(index_path.read_text())["episodes"]
     for name in _task_names(args):
         with _make_env(args, name) as env:
             bridge = RavensBridge(env, voxel_size=args.voxel_size or None)
@@ -191,14 +197,16 @@ def write_demos(args: argparse.Namespace) -> dict:
                 objects = objects[:len(episode.steps)] + [scene_objects(env)]
                 path = _save_episode(args.out / name / f"{name}-{seed:06d}.npz", episode,
                                      [bridge.cloud(obs) for obs in episode.observations], objects, args.split)
-                index.append({"file": str(path.relative_to(args.out)), "task": name, "seed": seed,
+                file = str(path.relative_to(args.out))
+                index = [entry for entry in index if entry["file"] != file]
+                index.append({"file": file, "task": name, "seed": seed,
                               "instruction": episode.instruction, "steps": len(episode.steps),
                               "score": episode.score})
                 written += 1
         summary[name] = {"written": written, "tried": tried}
         print(f"{name}: {written} successful demos of {tried} tried")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "index.json").write_text(json.dumps(
+    index_path.write_text(json.dumps(
         {"class_names": list(SEMANTIC_CLASSES), "episodes": index}, indent=1))
     return {"ok": all(s["written"] == args.episodes for s in summary.values()), "out": str(args.out),
             "tasks": summary, "episodes": len(index)}

@@ -7,7 +7,14 @@ import torch
 from pointmoe_core.plan import planner as planner_module
 from pointmoe_core.plan.llm_moe import moe_layers, reset_routing_stats, routing_report
 from pointmoe_core.plan.lora import trainable_parameter_report
-from pointmoe_core.plan.moe_planner import NEXT_STEP_QUESTION, MoEPlanner, ObjectPointer, PoseCondition, load_planner
+from pointmoe_core.plan.moe_planner import (
+    NEXT_STEP_QUESTION,
+    MoEPlanner,
+    MoEPlannerConfig,
+    ObjectPointer,
+    PoseCondition,
+    load_planner,
+)
 from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, grounding_targets, pad_plans
 from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
@@ -201,8 +208,37 @@ def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
     torch.testing.assert_close(extended.states[:, :5], states)
 
 
-@pytest.mark.parametrize("fusion_layers", [0, 1])
-def test_object_pointer_grounds_by_colour_when_the_object_states_carry_none(fusion_layers):
+def test_instruction_pointer_pools_the_words_and_the_place_follows_the_pick():
+    torch.manual_seed(0)
+    pointer = ObjectPointer(width=8, size=4, query="instruction").eval()
+    # one prompt: 2 words, 3 objects, 2 words, 1 padding token
+    states, mask = torch.randn(1, 8, 8), torch.tensor([[True] * 7 + [False]])
+    xyz = torch.full((1, 8, 3), float("nan"))
+    xyz[0, 2:5] = 0.0
+    objects = torch.ones(1, 3, dtype=torch.bool)
+    condition = PoseCondition(states, mask, xyz, torch.randn(1, 3, 8), torch.rand(1, 3, 6), objects,
+                              torch.rand(1, 3, 3))
+    # the reference, spelled out: role queries attend over the 4 words only
+    words = pointer.norm(states[0, [0, 1, 5, 6]])
+    roles, _ = pointer.words(pointer.role_queries[None], words[None], words[None])
+    pick_query, place_query = pointer.query(roles[0])
+    keys = pointer.key(pointer.norm(condition.object_states)) + pointer.object_appearance(condition)
+    related = pointer.relate(keys)[0]
+    pick = related @ pick_query / 2
+    place = related @ (place_query + pointer.follow(pick.softmax(-1) @ related)) / 2
+    torch.testing.assert_close(pointer.logits(condition)[0], torch.stack([pick, place]))
+    # the 3D positions of the prompt and its padding are not words
+    moved = states.clone()
+    moved[0, 2:5], moved[0, 7] = torch.randn(3, 8), torch.randn(8)
+    torch.testing.assert_close(pointer.logits(condition._replace(states=moved)), pointer.logits(condition))
+    # a word after the objects changes both roles' scores
+    changed = states.clone()
+    changed[0, 6] = torch.randn(8)
+    assert not torch.allclose(pointer.logits(condition._replace(states=changed))[0], pick, atol=1e-4)
+
+
+@pytest.mark.parametrize("query, fusion_layers", [("last_token", 0), ("last_token", 1), ("instruction", 0)])
+def test_object_pointer_grounds_by_colour_when_the_object_states_carry_none(query, fusion_layers):
     """The instruction (here: the last token's state) names a colour; the 3D tokens' states are
     noise, as after too little alignment. The pointer still learns to find the object of that
     colour, from the objects' mean colours."""
@@ -222,7 +258,7 @@ def test_object_pointer_grounds_by_colour_when_the_object_states_carry_none(fusi
                                   palette[order])
         return condition, (order == target_colour[:, None]).float().argmax(1)
 
-    pointer = ObjectPointer(width=16, size=16, fusion_layers=fusion_layers)
+    pointer = ObjectPointer(width=16, size=16, fusion_layers=fusion_layers, query=query)
     optimizer = torch.optim.Adam(pointer.parameters(), lr=3e-3)
     for _ in range(300):
         condition, target = batch(32)
@@ -254,9 +290,9 @@ def test_fusion_pointer_scores_each_3d_token_after_it_reads_the_words():
     assert not torch.allclose(pointer.logits(changed), pointer.logits(condition))
 
 
-@pytest.mark.parametrize("fusion_layers", [0, 1])
-def test_stage_3_loss_grounds_the_first_pick_and_place(config, fusion_layers):
-    config.pointer_fusion_layers = fusion_layers
+@pytest.mark.parametrize("query, fusion_layers", [("last_token", 0), ("last_token", 1), ("instruction", 0)])
+def test_stage_3_loss_grounds_the_first_pick_and_place(config, query, fusion_layers):
+    config.pointer_query, config.pointer_fusion_layers = query, fusion_layers
     planner = MoEPlanner(config)
     planner.set_stage(3)
     xyz, rgb, ids = cloud()
@@ -272,6 +308,13 @@ def test_stage_3_loss_grounds_the_first_pick_and_place(config, fusion_layers):
     head = planner.pointer.score if fusion_layers else planner.pointer.query
     assert head.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in planner.scene.parameters())
+
+
+def test_an_unknown_pointer_query_is_refused():
+    with pytest.raises(ValueError, match="pointer_query must be one of"):
+        MoEPlannerConfig(pointer_query="first_token")
+    with pytest.raises(ValueError, match="query must be one of"):
+        ObjectPointer(width=8, query="first_token")
 
 
 def test_next_step_question_is_the_one_stage_2_trains_on():

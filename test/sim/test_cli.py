@@ -52,6 +52,17 @@ def test_demos_write_clouds_labels_and_poses(tmp_path):
     assert any(SEMANTIC_CLASSES[label].endswith("block") for label in np.unique(labels))
 
 
+def test_demos_append_to_the_index_and_replace_an_episode_written_again(tmp_path):
+    common = ("--task", "pick-and-place-primitive", "--episodes", "1", "--image-size", "60x80", "--out", str(tmp_path))
+    _run("demos", *common)
+    _run("demos", *common, "--seed", "7", "--append")
+    result = _run("demos", *common, "--seed", "7", "--append")
+    index = json.loads((tmp_path / "index.json").read_text())["episodes"]
+    assert result["episodes"] == 2 and [entry["seed"] for entry in index] == [0, 7]
+    _run("demos", *common, "--seed", "3")  # without --append the index starts again
+    assert [entry["seed"] for entry in json.loads((tmp_path / "index.json").read_text())["episodes"]] == [3]
+
+
 def test_a_planner_is_the_oracle_or_an_existing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="neither 'oracle' nor an existing Pose-DiT checkpoint"):
         _run("eval", "--task", "pick-and-place-primitive", "--planner", "runs/pose_dit.pt", "--out", str(tmp_path))
