@@ -5,8 +5,17 @@ objects come from the cloud's body ids, but a real cloud only has the Point-MoE 
 per-point classes. Two red blocks share a class, so each class's points are split into instances
 by Euclidean clustering: DBSCAN (open3d's ``PointCloud.cluster_dbscan``), whose ``eps`` must
 exceed the point spacing and stay below the gap between neighbouring objects. Touching objects of
-one class (a stack of red blocks) become one instance; points of too small clusters stay
-unassigned. The per-point ids feed ``scene_encoder.objects_from_cloud`` like body ids do.
+one class (a stack of red blocks) become one instance.
+
+A segmentation is noisy where objects are hard to tell apart, and per-class clustering turns
+that noise into objects that do not exist: a bowl whose floor is predicted "zone" becomes a bowl
+and a zone, the shaded side of a block a sliver of "bowl". The planner has only seen whole
+objects and points at such slivers. So two clean-ups follow the clustering: instances whose 3D
+boxes overlap mostly (IoU >= ``merge_iou``) are one object seen as two classes, and an instance
+of fewer than ``fragment_points`` points that touches another is merged into the one it touches
+most; an isolated cluster of fewer than ``min_object_points`` points is noise and stays
+unassigned. A block in a bowl or on a zone overlaps little and keeps its own instance. The
+per-point ids feed ``scene_encoder.objects_from_cloud`` like body ids do.
 """
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import open3d as o3d
+from scipy.spatial import cKDTree
 
 from .config import YamlConfig
 
@@ -24,6 +34,10 @@ class InstanceClusteringConfig(YamlConfig):
     eps: float = 0.01  # metres: two voxels of the demos' 5 mm grid; Ravens lays objects >= 5 mm apart
     min_points: int = 5  # a core point needs this many neighbours within eps
     max_objects: int = 60  # LEO's cap; the largest instances are kept
+    # at the demos' 5 mm voxels a 4 cm block shows ~170-260 points, a bowl ~1,000
+    merge_iou: float = 0.3  # instances whose 3D boxes overlap this much are one object (0: never)
+    fragment_points: int = 120  # smaller instances merge into the instance they touch most (0: never)
+    min_object_points: int = 20  # smaller instances that touch nothing stay unassigned
 
 
 def instances_from_segmentation(
@@ -34,9 +48,9 @@ def instances_from_segmentation(
 ) -> np.ndarray:
     """Per-point instance ids (N,) for a cloud (N, 3) with predicted class ids (N,).
 
-    Points of negative or ``background`` classes (table, robot), DBSCAN noise and instances
-    beyond ``max_objects`` get -1. Instances are numbered 0, 1, ... from the largest down, so the
-    ids do not depend on the order of the class ids.
+    Points of negative or ``background`` classes (table, robot), DBSCAN noise, isolated specks
+    and instances beyond ``max_objects`` get -1. Instances are numbered 0, 1, ... from the largest
+    down, so the ids do not depend on the order of the class ids.
     """
     config = config or InstanceClusteringConfig()
     xyz, labels = np.asarray(xyz, dtype=np.float64), np.asarray(labels)
@@ -47,9 +61,57 @@ def instances_from_segmentation(
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz[members]))
         cluster = np.asarray(cloud.cluster_dbscan(eps=config.eps, min_points=config.min_points))
         found += [members[cluster == c] for c in range(cluster.max(initial=-1) + 1)]
+    found = _absorb_fragments(xyz, _merge_overlapping(xyz, found, config.merge_iou), config)
     # largest first; the stable sort breaks ties by class id, then cluster order
     found = sorted(found, key=len, reverse=True)[:config.max_objects]
     instance_ids = np.full(len(labels), -1, dtype=np.int64)
     for index, members in enumerate(found):
         instance_ids[members] = index
     return instance_ids
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two axis-aligned boxes given as (2, 3) arrays of min and max corners."""
+    inter = np.prod(np.clip(np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]), 0, None))
+    union = np.prod(a[1] - a[0]) + np.prod(b[1] - b[0]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _merge_overlapping(xyz: np.ndarray, found: list[np.ndarray], min_iou: float) -> list[np.ndarray]:
+    """Join instances whose boxes overlap by at least ``min_iou`` (transitively)."""
+    if min_iou <= 0:
+        return found
+    found = list(found)
+    merged = True
+    while merged:
+        merged = False
+        boxes = [np.stack([xyz[m].min(0), xyz[m].max(0)]) for m in found]
+        for i in range(len(found)):
+            partner = next((j for j in range(i + 1, len(found)) if _box_iou(boxes[i], boxes[j]) >= min_iou), None)
+            if partner is not None:
+                found[i] = np.concatenate([found[i], found.pop(partner)])
+                merged = True
+                break
+    return found
+
+
+def _absorb_fragments(xyz: np.ndarray, found: list[np.ndarray],
+                      config: InstanceClusteringConfig) -> list[np.ndarray]:
+    """Merge each instance below ``fragment_points`` into the instance it has most points within
+    ``eps`` of, smallest first; drop the isolated ones below ``min_object_points``."""
+    found = sorted(found, key=len)
+    kept: list[np.ndarray] = []
+    for index, members in enumerate(found):
+        others = found[index + 1:]
+        if len(members) < config.fragment_points and others:
+            owner = np.concatenate([np.full(len(m), k) for k, m in enumerate(others)])
+            tree = cKDTree(xyz[np.concatenate(others)])
+            near = [owner[hit] for hit in tree.query_ball_point(xyz[members], config.eps) if hit]
+            if near:
+                counts = np.bincount(np.concatenate(near), minlength=len(others))
+                target = index + 1 + int(counts.argmax())
+                found[target] = np.concatenate([found[target], members])
+                continue
+        if len(members) >= config.min_object_points:
+            kept.append(members)
+    return kept

@@ -44,3 +44,44 @@ def test_at_most_max_objects_are_kept_largest_first():
     owner = np.repeat(np.arange(70), sizes)
     assert (ids[owner < 10] == -1).all()  # the 10 smallest blobs are dropped
     assert (ids[owner == 69] == 0).all()  # the largest is instance 0
+
+
+def _ring(rng, centre, count, radius, height):
+    """Points on the wall of an open cylinder: a bowl without its floor."""
+    angle = rng.uniform(0, 2 * np.pi, count)
+    return np.asarray(centre) + np.stack([radius * np.cos(angle), radius * np.sin(angle),
+                                          rng.uniform(0, height, count)], axis=1)
+
+
+def test_a_small_sliver_of_another_class_joins_the_object_it_touches():
+    rng = np.random.default_rng(3)
+    block = _blob(rng, [0.5, 0.0, 0.02], 250, 0.02)
+    sliver = _blob(rng, [0.5, 0.024, 0.02], 40, 0.004)  # the shaded side, predicted another class
+    far = _blob(rng, [0.7, 0.3, 0.02], 250, 0.02)  # a second block, out of the sliver's reach
+    xyz = np.concatenate([block, sliver, far])
+    labels = np.array([3] * 250 + [4] * 40 + [3] * 250)
+    ids = instances_from_segmentation(xyz, labels, config=InstanceClusteringConfig(eps=0.01, min_points=3))
+    assert len(set(ids[:290])) == 1 and ids[0] >= 0
+    assert len(set(ids[290:])) == 1 and ids[290] not in (-1, ids[0])
+
+
+def test_an_object_whose_points_mix_two_classes_is_one_but_a_block_in_a_bowl_stays_apart():
+    rng = np.random.default_rng(4)
+    bowl = _ring(rng, [0.5, 0.0, 0.0], 1100, 0.06, 0.04)
+    block = _blob(rng, [0.5, 0.0, 0.022], 250, 0.015)
+    xyz = np.concatenate([bowl, block])
+    mixed = np.where(rng.uniform(size=1100) < 0.7, 5, 6)  # the bowl's points predicted "bowl" or "zone"
+    labels = np.concatenate([mixed, np.full(250, 3)])
+    ids = instances_from_segmentation(xyz, labels, config=InstanceClusteringConfig(eps=0.02, min_points=3))
+    assert len(set(ids[:1100])) == 1 and ids[0] >= 0  # one bowl, not a bowl and a zone
+    assert len(set(ids[1100:])) == 1 and ids[1100] not in (-1, ids[0])  # the block keeps its own
+
+
+def test_an_isolated_speck_is_dropped_and_a_small_isolated_object_kept():
+    rng = np.random.default_rng(5)
+    xyz = np.concatenate([_blob(rng, [0.5, 0.0, 0.02], 250, 0.02), _blob(rng, [0.3, 0.3, 0.0], 10, 0.003),
+                          _blob(rng, [0.7, -0.3, 0.0], 60, 0.004)])
+    labels = np.array([3] * 250 + [4] * 10 + [4] * 60)
+    ids = instances_from_segmentation(xyz, labels, config=InstanceClusteringConfig(eps=0.01, min_points=3))
+    assert (ids[250:260] == -1).all()
+    assert len(set(ids[260:])) == 1 and ids[260] not in (-1, ids[0])
