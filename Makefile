@@ -71,17 +71,17 @@ endef
 # three stages; stage 3 (two threads) also sees 1,000 more pick-and-place and 300 more matching-bowl
 # episodes, the tasks whose objects are named, and exports the planner folder with a sha256 sidecar
 # per weights file
-PLANNER_TRAIN := pointmoe train planner --config config/train/planner_smollm2_small.yaml --demos runs/demos_planner
+PLANNER_DEMOS := runs/demos_planner
+PLANNER_APPEND := --image-size 240x320 --out $(PLANNER_DEMOS) --append
+PLANNER_TRAIN := pointmoe train planner --config config/train/planner_smollm2_small.yaml --demos $(PLANNER_DEMOS)
 define TRAIN_DEFAULTS_PLANNER
 source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
-	rm -rf runs/demos_planner runs/planner_default checkpoints/planner_3d_moe && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out runs/demos_planner && \
+	rm -rf $(PLANNER_DEMOS) runs/planner_default checkpoints/planner_3d_moe && \
+	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out $(PLANNER_DEMOS) && \
 	$(PLANNER_TRAIN) --stage 1 output_dir=runs/planner_default && \
 	$(PLANNER_TRAIN) --stage 2 output_dir=runs/planner_default && \
-	pointmoe sim demos --task pick-and-place-primitive --episodes 1000 --seed 2000 --image-size 240x320 \
-		--out runs/demos_planner --append && \
-	pointmoe sim demos --task put-block-into-matching-bowl --episodes 300 --seed 4000 --image-size 240x320 \
-		--out runs/demos_planner --append && \
+	pointmoe sim demos --task pick-and-place-primitive --episodes 1000 --seed 2000 $(PLANNER_APPEND) && \
+	pointmoe sim demos --task put-block-into-matching-bowl --episodes 300 --seed 4000 $(PLANNER_APPEND) && \
 	OMP_NUM_THREADS=2 $(PLANNER_TRAIN) --stage 3 output_dir=runs/planner_default stage3.export=checkpoints/planner_3d_moe && \
 	pointmoe eval planner --checkpoint runs/planner_default/stage3 --max-questions 150
 
