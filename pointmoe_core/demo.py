@@ -66,7 +66,7 @@ class DemoCloud:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pointmoe_core.sim.cli import _image_size
+    from pointmoe_core.sim.cli import _image_size, add_env_arguments
 
     parser.add_argument("--seg-checkpoint", type=Path, default=DEFAULT_SEG_CHECKPOINT,
                         help="Point-MoE segmentation checkpoint, ours or official with its config "
@@ -80,9 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the first episode, then +1 each (default {DEFAULT_SEED}: layouts that no "
                              "default checkpoint was trained on)")
-    parser.add_argument("--split", choices=("train", "test"), default="test",
-                        help="colour split: 'test' (default) holds CLIPort's unseen colours orange, purple, pink "
-                             "and white beside blue, red and green; 'train' the colours the planner was trained on")
+    add_env_arguments(parser, "test")  # ours: 'test' holds CLIPort's unseen colours orange, purple, pink, white
     parser.add_argument("--image-size", type=_image_size, default=(240, 320), metavar="HxW",
                         help="camera images (default 240x320, what the default checkpoints were trained on)")
     parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")

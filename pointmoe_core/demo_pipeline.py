@@ -176,13 +176,24 @@ class TaskStats:
     def __post_init__(self) -> None:
         self.confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
 
+    def summary(self) -> dict:
+        """Segmentation mIoU (None without ground truth), median ms per stage, warnings."""
+        return {"miou": segmentation_miou(self.confusion),
+                "median_ms": {stage: float(np.median(self.seconds[stage]) * 1e3) if self.seconds[stage] else None
+                              for stage in STAGES},
+                "warnings": sorted(self.warnings)}
+
 
 class PerceivePlanAct:
-    """The closed-loop planner of ``sim.cli.run_episode``: one full pass of the pipeline per call,
-    returning the first step of the plan as a Ravens action (None: the planner has nothing to do)."""
+    """The closed-loop planner of ``sim.episode.run_episode``: one full pass of the pipeline per
+    call, returning the first step of the plan as a Ravens action (None: the planner has nothing to
+    do). ``recorder`` (optional) writes every message to the run's bag; ``start_task`` starts the
+    statistics of the next task."""
+
+    voxel_size = VOXEL_SIZE  # the bridge's cloud grid this pipeline expects
 
     def __init__(self, segmenter, planner, vocabulary: tuple[str, ...], sim_to_vocabulary: np.ndarray,
-                 expert_layer: str | None, recorder: RunRecorder, seed: int = 0) -> None:
+                 expert_layer: str | None, recorder: RunRecorder | None = None, seed: int = 0) -> None:
         import torch
 
         self.segmenter, self.planner = segmenter, planner
@@ -191,9 +202,13 @@ class PerceivePlanAct:
         self.expert_layer, self.recorder = expert_layer, recorder
         self.generator = torch.Generator().manual_seed(seed)  # as sim eval's closed loop: CPU sampling noise
         self.frame = 0  # planning steps so far in the run: the bag's clock
-        self.stats: TaskStats | None = None  # set per task by the caller
+        self.stats: TaskStats | None = None  # per task, from start_task
 
-    def __call__(self, bridge: "TimedBridge") -> dict | None:
+    def start_task(self) -> TaskStats:
+        self.stats = TaskStats(len(self.vocabulary))
+        return self.stats
+
+    def __call__(self, bridge: RavensBridge) -> dict | None:
         stats, seconds = self.stats, self.stats.seconds
         t_ns = self.frame * FRAME_PERIOD_NS
         self.frame += 1
@@ -227,7 +242,8 @@ class PerceivePlanAct:
         stats.warnings.update(perception.summary.warnings)
         if stats.first_frame is None:
             stats.first_frame = FrameOutput(cloud, perception, plan)
-        self._record(msg, perception, plan, bridge.instruction, t_ns)
+        if self.recorder is not None:
+            self._record(msg, perception, plan, bridge.instruction, t_ns)
         return plan.to_ravens_actions()[0] if len(plan) else None
 
     def _record(self, msg: Any, perception: PerceptionResult, plan: PoseSequence, instruction: str,
@@ -241,22 +257,6 @@ class PerceivePlanAct:
         recorder.write("info", recorder.message("pointmoe_ros/msg/SegmentationInfo", header=msg.header,
                                                 **info_fields(perception.summary)), t_ns)
         recorder.write_plan(plan, msg.header, t_ns)
-
-
-class TimedBridge(RavensBridge):
-    """The bridge, timing each executed step (the env's motion, physics and camera renders)
-    into ``seconds``."""
-
-    def __init__(self, env: Any, seconds: list[float], **options: Any) -> None:
-        super().__init__(env, **options)
-        self.seconds = seconds
-
-    def step(self, step: Any) -> tuple[Any, float, bool, dict]:
-        start = time.perf_counter()
-        try:
-            return super().step(step)
-        finally:
-            self.seconds.append(time.perf_counter() - start)
 
 
 def segmentation_miou(confusion: np.ndarray) -> float | None:
@@ -313,10 +313,8 @@ def run_pipeline(args: Any) -> dict:
     from pointmoe_core.demo import new_bag_path
     from pointmoe_core.plan.moe_planner import load_planner
     from pointmoe_core.seg.segmenter import Segmenter
-    from pointmoe_core.sim.cli import run_episode
-    from pointmoe_core.sim.env import EnvConfig, TabletopEnv
+    from pointmoe_core.sim.episode import open_env, run_episode, summarize
     from pointmoe_core.sim.objects import SEMANTIC_CLASSES
-    from pointmoe_core.sim.tasks import TASKS
     from pointmoe_core.viz.render import render_cloud_png
 
     out: Path = args.out
@@ -336,19 +334,21 @@ def run_pipeline(args: Any) -> dict:
         agent = PerceivePlanAct(segmenter, planner, vocabulary, sim_to_vocabulary, args.expert_layer, recorder,
                                 args.seed)
         for name in args.tasks:
-            agent.stats = stats = TaskStats(len(vocabulary))
-            with TabletopEnv(TASKS[name](split=args.split), EnvConfig(image_size=args.image_size)) as env:
-                bridge = TimedBridge(env, stats.seconds["execute"], voxel_size=VOXEL_SIZE)
+            stats = agent.start_task()
+            with open_env(args.env, name, args.split, args.image_size, args.assets_root, args.lohoravens_root) as env:
+                bridge = RavensBridge(env, voxel_size=VOXEL_SIZE)
                 episodes = []
                 for index in range(args.episodes):
                     start = time.perf_counter()
-                    episode = run_episode(bridge, args.seed + index, agent, keep_observations=False)
+                    episode = run_episode(bridge, args.seed + index, agent)
+                    stats.seconds["execute"].extend(episode.execute_seconds)
                     episodes.append(episode)
                     print(f"  {name} episode {index + 1}/{args.episodes} (seed {episode.seed}): "
-                          f"{'success' if episode.success else 'failure'}, score {episode.score:.2f}, "
-                          f"{len(episode.steps)} steps{', refused: ' + episode.refused if episode.refused else ''} "
+                          f"{'success' if episode.success else 'failure: ' + episode.failure}, "
+                          f"score {episode.score:.2f}, {len(episode.steps)} steps"
+                          f"{', refused: ' + episode.refused if episode.refused else ''} "
                           f"({time.perf_counter() - start:.1f} s)", flush=True)
-            tasks[name] = _task_summary(episodes, stats)
+            tasks[name] = {**summarize(episodes), **stats.summary()}
             if stats.first_frame is not None:
                 tasks[name].update(save_task_pictures(stats.first_frame, out / name, render_cloud_png))
     _print_table(tasks)
@@ -358,25 +358,12 @@ def run_pipeline(args: Any) -> dict:
     pictures_ok = all({"classes_png", "experts_png", "plan_png"} <= set(task) for task in tasks.values())
     print(f"\npictures: {out}/<task>_{{classes,experts,plan}}.png  bag: {bag_path} "
           f"({sum(recorder.counts.values())} messages on {len(recorder.counts)} topics)")
-    return {"ok": pictures_ok and bool(tasks), "mode": "pipeline", "seg_checkpoint": str(args.seg_checkpoint),
+    return {"ok": pictures_ok and bool(tasks), "mode": "pipeline", "env": args.env,
+            "seg_checkpoint": str(args.seg_checkpoint),
             "planner": str(args.planner), "snap_radius": planner.config.snap_radius, "split": args.split,
             "seed": args.seed,
             "vocabulary": list(vocabulary), "expert_layer": args.expert_layer,
             "tasks": tasks, "bag": str(bag_path), "topics": dict(recorder.counts)}
-
-
-def _task_summary(episodes: list, stats: TaskStats) -> dict:
-    return {
-        "episodes": len(episodes),
-        "success_rate": float(np.mean([e.success for e in episodes])),
-        "mean_score": float(np.mean([e.score for e in episodes])),
-        "mean_steps": float(np.mean([len(e.steps) for e in episodes])),
-        "refused": sum(bool(e.refused) for e in episodes),
-        "miou": segmentation_miou(stats.confusion),
-        "median_ms": {stage: float(np.median(stats.seconds[stage]) * 1e3) if stats.seconds[stage] else None
-                      for stage in STAGES},
-        "warnings": sorted(stats.warnings),
-    }
 
 
 def _print_table(tasks: dict[str, dict]) -> None:
@@ -389,3 +376,6 @@ def _print_table(tasks: dict[str, dict]) -> None:
         print(f"{name:30s} {task['episodes']:3d} {task['success_rate']:7.2f} {task['mean_score']:5.2f} "
               f"{cell(task['miou'], 5, 2)}              "
               + " ".join(cell(task["median_ms"][stage], 9, 1) for stage in STAGES))
+    for name, task in tasks.items():
+        if task["failures"]:
+            print(f"{name} failures: " + ", ".join(f"{reason} {count}" for reason, count in task["failures"].items()))

@@ -28,10 +28,13 @@ import numpy as np
 
 from .cameras import CameraConfig
 from .observe import CROP_BOUNDS, SceneCloud, fuse_views
-from .poses import WORKSPACE_BOUNDS, ActionRefused, validate_action
+from .poses import WORKSPACE_BOUNDS, ActionRefused, quat_yaw, validate_action, yaw_quat
 
 __all__ = ["ActionRefused", "EpisodeDone", "EpisodeRunner", "ExecutionResult", "NoCloud", "RavensBridge",
            "env_from_factory", "load_env_factory", "to_action"]
+
+
+SUCCESS_REWARD = 0.98  # Ravens' Task.done threshold on an episode's total reward
 
 
 class NoCloud(RuntimeError):
@@ -87,8 +90,20 @@ def env_from_factory(spec: str) -> Any:
     return env
 
 
-def to_action(step: Any, bounds: np.ndarray = WORKSPACE_BOUNDS) -> dict:
-    """One pose-sequence step -> a validated Ravens ``act`` dict (raises ActionRefused)."""
+def to_action(step: Any, bounds: np.ndarray = WORKSPACE_BOUNDS, upright: bool = False) -> dict:
+    """One pose-sequence step -> a validated Ravens ``act`` dict (raises ActionRefused).
+
+    upright: keep only each quaternion's yaw. Ravens' pick-place primitive moves along the pose's
+    own z axis, so a tilted pose is executed tilted; its oracle (and ours) only ever turn the
+    suction about the vertical.
+    """
+    action = _validated(step, bounds)
+    if upright:
+        action = {key: (xyz, yaw_quat(quat_yaw(quat))) for key, (xyz, quat) in action.items()}
+    return action
+
+
+def _validated(step: Any, bounds: np.ndarray) -> dict:
     if isinstance(step, dict):
         return validate_action(step, bounds)
     if all(hasattr(step, name) for name in ("pick_xyz", "pick_quat", "place_xyz", "place_quat")):
@@ -123,20 +138,22 @@ class RavensBridge:
     cameras: the env's cameras; by default read from ``env.agent_cams`` (none when the env has no
     such attribute: then ``cloud()`` raises NoCloud). class_ids: body id -> semantic class id for
     labelling clouds; by default ``env.class_ids`` when the env has it (ours), else clouds carry
-    label -1. bounds: the workspace actions must stay in.
+    label -1. bounds: the workspace actions must stay in. upright: send yaw-only quaternions
+    (``to_action``), Ravens' convention, which every env gets unless told otherwise.
     """
 
     def __init__(self, env: Any, cameras: Sequence[CameraConfig] | None = None,
                  bounds: np.ndarray = WORKSPACE_BOUNDS, crop: np.ndarray | None = CROP_BOUNDS,
-                 voxel_size: float | None = None):
+                 voxel_size: float | None = None, upright: bool = True):
         self.env = env
         self.cameras = tuple(cameras) if cameras is not None else tuple(
             CameraConfig.from_ravens(config, name=f"camera{index}")
             for index, config in enumerate(getattr(env, "agent_cams", None) or ()))
         self.bounds = np.asarray(bounds, dtype=np.float64)
-        self.crop, self.voxel_size = crop, voxel_size
+        self.crop, self.voxel_size, self.upright = crop, voxel_size, upright
         self.obs: Any = None
         self.info: dict = {}
+        self.last_action: dict | None = None  # the last action sent, as sent (validated, upright)
 
     def reset(self, seed: int | None = None) -> SceneCloud:
         """Reset the env and return the first scene cloud (NoCloud when the env gives none: the
@@ -168,7 +185,11 @@ class RavensBridge:
 
     @property
     def instruction(self) -> str:
-        """The task's language goal (CLIPort's ``info['lang_goal']``) when the env exposes it."""
+        """The task's language goal: the env's ``get_lang_goal()`` (LoHoRavens/CLIPort) where it
+        has one, else CLIPort's ``info['lang_goal']``, else ""."""
+        getter = getattr(self.env, "get_lang_goal", None)
+        if callable(getter):
+            return str(getter())
         if "lang_goal" in self.info:
             return str(self.info["lang_goal"])
         info = getattr(self.env, "info", None)
@@ -176,8 +197,8 @@ class RavensBridge:
 
     def step(self, step: Any) -> tuple[Any, float, bool, dict]:
         """Validate one step, then send it; returns the env's (obs, reward, done, info)."""
-        action = to_action(step, self.bounds)
-        self.obs, reward, done, self.info = self.env.step(action)
+        self.last_action = to_action(step, self.bounds, self.upright)
+        self.obs, reward, done, self.info = self.env.step(self.last_action)
         return self.obs, reward, done, self.info
 
     def execute(self, steps: Iterable[Any] | Any) -> ExecutionResult:
@@ -186,7 +207,7 @@ class RavensBridge:
         Every step is validated before the first is sent, so a bad step anywhere refuses the
         whole sequence and the env is left untouched.
         """
-        actions = [to_action(step, self.bounds) for step in getattr(steps, "steps", steps)]
+        actions = [to_action(step, self.bounds, self.upright) for step in getattr(steps, "steps", steps)]
         result = ExecutionResult(obs=self.obs, info=self.info)
         for action in actions:
             self.obs, reward, done, self.info = self.env.step(action)
@@ -237,7 +258,9 @@ class EpisodeRunner:
         result = self.bridge.execute(steps)
         self.steps += result.steps_sent
         self.reward += sum(result.rewards)
-        self.success = bool(result.info.get("success", False))
+        # the env's own verdict where it gives one, else Ravens' Task.done criterion
+        self.success = bool(result.info["success"]) if "success" in result.info else (
+            result.done and self.reward >= SUCCESS_REWARD)
         if result.done:
             self.done, self.done_at = True, self.clock()
         return result

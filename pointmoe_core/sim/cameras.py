@@ -75,11 +75,17 @@ class CameraConfig:
 
     @classmethod
     def from_ravens(cls, config: dict, name: str = "camera") -> CameraConfig:
-        """Read one entry of a Ravens/LoHoRavens ``agent_cams`` list."""
+        """Read one entry of a Ravens/LoHoRavens ``agent_cams`` list as their renderer uses it.
+
+        Their ``render_camera`` derives one vertical field of view from ``intrinsics[0]`` and the
+        image height, so the pixels are square with focal length ``intrinsics[0]`` whatever
+        ``intrinsics[4]`` says (LoHoRavens' top camera lists 316 and 450: it renders at 316).
+        """
+        fx, _, cx, _, _, cy, *_ = map(float, np.ravel(config["intrinsics"]))
         return cls(name=name, position=tuple(map(float, config["position"])),
                    rotation=tuple(map(float, config["rotation"])),
                    image_size=tuple(map(int, config["image_size"])),
-                   intrinsics=tuple(map(float, np.ravel(config["intrinsics"]))),
+                   intrinsics=(fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0),
                    zrange=tuple(map(float, config.get("zrange", (0.01, 10.0)))))
 
 

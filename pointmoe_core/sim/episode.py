@@ -1,0 +1,161 @@
+"""The closed-loop episode, for our simulator and any Ravens-style environment.
+
+An environment needs ``seed``, ``reset() -> obs`` and ``step(act) -> (obs, reward, done, info)``;
+the instruction is its ``get_lang_goal()`` where it has one (LoHoRavens), else ``info['lang_goal']``.
+The verdict is the environment's own: ``info['success']`` / ``info['score']`` where it reports them
+(``TabletopEnv``, ``RavensTaskEnv``), else Ravens' criterion, done with a total reward of at least
+0.98 (their ``Task.done``). Every failed episode gets one reason, ``FAILURES``:
+
+* ``refused action``: the bridge refused the planner's pose (outside the workspace, NaN, ...);
+* ``arm timeout``: the env ended the episode because the arm's motion timed out (not a plan's fault);
+* ``planner stopped``: the planner returned no action before the task was done;
+* otherwise the step limit ended it, and the reason is what went wrong in its last unrewarded
+  step: ``missed pick`` (nothing was carried), ``wrong object`` (the carried object is not one the
+  goal is about; needs ``info['picked_goal_object']``), or ``missed placement``.
+
+``open_env`` makes the environment of a task by name: ours, or a LoHoRavens checkout's.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .bridge import SUCCESS_REWARD, RavensBridge
+from .poses import ActionRefused, PoseStep
+
+__all__ = ["ENVS", "FAILURES", "Episode", "Planner", "open_env", "oracle_planner", "run_episode", "summarize"]
+
+Planner = Callable[[RavensBridge], "dict | None"]
+FAILURES = ("refused action", "arm timeout", "planner stopped", "missed pick", "wrong object", "missed placement")
+ENVS = ("ours", "lohoravens")
+
+
+@dataclass
+class Episode:
+    """One closed-loop episode: the steps sent, their rewards, and (if kept) every observation."""
+
+    task: str
+    seed: int
+    instruction: str
+    steps: list[PoseStep] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    observations: list[dict] = field(default_factory=list)
+    score: float = 0.0
+    success: bool = False
+    refused: str = ""  # why the bridge refused the planner's action, if it did
+    failure: str = ""  # one of FAILURES when the episode failed
+    plan_seconds: list[float] = field(default_factory=list)  # per planner call (perception included)
+    execute_seconds: list[float] = field(default_factory=list)  # per executed step (motion, physics, cameras)
+
+
+def oracle_planner(bridge: RavensBridge) -> dict | None:
+    """The environment's own oracle: ours (``sim.oracle``) or a Ravens task's ``oracle(env)``."""
+    from .env import TabletopEnv
+    from .oracle import Oracle
+
+    env = bridge.env
+    if isinstance(env, TabletopEnv):
+        return Oracle(env).act()
+    task = getattr(env, "task", None)
+    if not callable(getattr(task, "oracle", None)):
+        raise ValueError(f"{type(env).__name__} has no oracle (no task.oracle(env))")
+    return task.oracle(env).act(bridge.obs, bridge.info)
+
+
+def task_name(env: Any) -> str:
+    task = getattr(env, "task", None)
+    return str(getattr(env, "task_name", None) or getattr(task, "name", None) or type(task).__name__)
+
+
+def _step_failure(info: dict, reward: float) -> str | None:
+    if info.get("timeout"):
+        return "arm timeout"
+    if reward > 0:
+        return None
+    if not info.get("picked", True):
+        return "missed pick"
+    return "wrong object" if info.get("picked_goal_object") is False else "missed placement"
+
+
+def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observations: bool = False) -> Episode:
+    """Reset with ``seed`` and let ``planner`` act until the env is done or the planner stops."""
+    env = bridge.env
+    env.seed(seed)
+    bridge.reset()
+    episode = Episode(task_name(env), seed, bridge.instruction)
+    if keep_observations:
+        episode.observations.append(bridge.obs)
+    max_steps = getattr(env, "max_steps", None) or getattr(getattr(env, "task", None), "max_steps", None)
+    done, info, last_failure = False, {}, None
+    while not done and (max_steps is None or len(episode.steps) < max_steps):
+        start = time.perf_counter()
+        action = planner(bridge)
+        episode.plan_seconds.append(time.perf_counter() - start)
+        if action is None:
+            episode.failure = "planner stopped"
+            break
+        start = time.perf_counter()
+        try:
+            obs, reward, done, info = bridge.step(action)
+        except ActionRefused as error:
+            episode.refused, episode.failure = str(error), "refused action"
+            break
+        episode.execute_seconds.append(time.perf_counter() - start)
+        sent = bridge.last_action
+        episode.steps.append(PoseStep(*sent["pose0"], *sent["pose1"]))
+        episode.rewards.append(float(reward))
+        last_failure = _step_failure(info, float(reward)) or last_failure
+        if keep_observations:
+            episode.observations.append(obs)
+    total = float(sum(episode.rewards))
+    episode.score = float(info.get("score", total))
+    episode.success = bool(info["success"]) if "success" in info else bool(done and total >= SUCCESS_REWARD)
+    if episode.success:
+        episode.failure = ""
+    elif not episode.failure:
+        episode.failure = "arm timeout" if info.get("timeout") else (last_failure or "missed placement")
+    return episode
+
+
+def summarize(episodes: list[Episode]) -> dict:
+    """Success rate, mean score (reward), steps, failure reasons and median seconds per stage."""
+    failures = Counter(e.failure for e in episodes if not e.success)
+    return {
+        "episodes": len(episodes),
+        "success_rate": float(np.mean([e.success for e in episodes])),
+        "mean_score": float(np.mean([e.score for e in episodes])),
+        "mean_steps": float(np.mean([len(e.steps) for e in episodes])),
+        "refused": sum(bool(e.refused) for e in episodes),
+        "failures": {reason: failures[reason] for reason in FAILURES if failures[reason]},
+        "median_plan_s": _median([s for e in episodes for s in e.plan_seconds]),
+        "median_execute_s": _median([s for e in episodes for s in e.execute_seconds]),
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def open_env(env: str, task: str, split: str = "test", image_size: tuple[int, int] = (480, 640),
+             assets_root: str | None = None, lohoravens_root: str | None = None) -> Any:
+    """The environment of ``task``: ``ours`` (``TabletopEnv``, colour ``split`` train/test) or
+    ``lohoravens`` (the checkout at ``lohoravens_root`` or ``$LOHORAVENS_ROOT``, in mode ``split``;
+    its cameras are its own, so ``image_size`` does not apply)."""
+    if env == "lohoravens":
+        from .lohoravens import make_env
+
+        return make_env(task, split, lohoravens_root, assets_root)
+    if env != "ours":
+        raise ValueError(f"env must be one of {', '.join(ENVS)}, got {env!r}")
+    from .env import EnvConfig, TabletopEnv
+    from .tasks import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"our simulator has no task {task!r}; it has: {', '.join(TASKS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"our simulator's colour splits are train and test, got {split!r}")
+    return TabletopEnv(TASKS[task](split=split), EnvConfig(image_size=image_size, assets_root=assets_root))

@@ -1,0 +1,315 @@
+"""A user's LoHoRavens (or Google Ravens) checkout as an environment the bridge can drive.
+
+LoHoRavens (the public LoHo-Ravens repository, a CLIPort fork, package ``cliport``) and Google
+Ravens (package ``ravens``, e.g. ``ravens==0.1`` from PyPI) are read from where the user put
+them, never copied. Their package ``__init__`` imports agents and models (TensorFlow for Ravens,
+CLIP and torch models for CLIPort), so the package is registered as a bare module over its
+folder and only ``environments.environment`` and ``tasks`` are imported; what those need
+(pybullet, gym, opencv, meshcat, transforms3d and, for LoHoRavens, kornia and omegaconf) must be
+installed: ``pip install -e .[lohoravens]``.
+
+``RavensTaskEnv`` holds their ``Environment`` with one task and resets it the way their own
+evaluation does: a new task object per episode in the requested mode (``train``/``val``/``test``,
+which picks the colour split), and the seed applied to what the layouts are really drawn from,
+Python's ``random`` and NumPy's global generator, as well as to ``env.seed()`` (camera noise).
+Every ``step`` adds what the episode loop reads to ``info``, computed from their own task:
+
+* ``success``: the task's own ``done()`` (all goals met, or reward >= 0.98);
+* ``score``: the episode's total reward (their ``total_reward``);
+* ``timeout``: the arm timed out (their ``step`` returns ``done`` early with reward 0 and the task
+  not done: a motion failure, not a planning one);
+* ``step_limit``: the task's ``max_steps`` actions were used up (their eval loop's bound).
+
+Two things in LoHoRavens at 3d5a909 are coped with here, without editing the checkout, and logged:
+
+* its tasks call ``random.sample`` on a ``set``, which Python >= 3.11 refuses; their ``random``
+  is given a ``sample`` that sorts a set first (so a layout depends only on the seed; on older
+  Pythons it also depended on string hashing, i.e. on the process);
+* some resets raise inside the task's own layout code (``stack-blocks-of-same-color`` tests
+  ``c not in None`` when it draws no distractor zone); the layout is then drawn again from the
+  same seeded stream, and ``layout_redraws`` counts how often.
+
+Poses: Ravens' pick-place primitive approaches both poses along their own z axis and its oracle
+sends a level gripper (yaw only). The bridge therefore sends yaw-only quaternions to these
+environments (``RavensBridge(upright=True)``); see ``pointmoe_core.sim.bridge``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import logging
+import os
+import random
+import sys
+import tempfile
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ROOT_ENV_VAR", "Checkout", "CheckoutError", "RavensTaskEnv", "find_checkout", "make_env",
+           "task_names"]
+
+log = logging.getLogger(__name__)
+
+ROOT_ENV_VAR = "LOHORAVENS_ROOT"  # a LoHoRavens (or Ravens) checkout, when not given by argument
+TASK_ENV_VAR = "LOHORAVENS_TASK"
+MODE_ENV_VAR = "LOHORAVENS_MODE"
+ASSETS_ENV_VAR = "RAVENS_ASSETS"  # Google Ravens' URDF folder (its PyPI wheel ships none)
+MODES = ("train", "val", "test")
+MAX_LAYOUT_DRAWS = 10
+# LoHoRavens' reset reads ``record_cfg['blender_render']``: it must be a dict, even when not recording
+_NO_RECORDING = {"save_video": False, "blender_render": False}
+
+
+class CheckoutError(RuntimeError):
+    """The path holds no Ravens-family checkout, or one that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """Where a Ravens-family package lives: its name (``cliport`` for LoHoRavens, ``ravens``), its
+    folder, and the assets folder its ``Environment`` loads URDFs from."""
+
+    package: str
+    package_dir: Path
+    assets_root: Path
+
+    @property
+    def is_lohoravens(self) -> bool:
+        return self.package == "cliport"
+
+
+def find_checkout(root: str | os.PathLike | None = None, assets_root: str | os.PathLike | None = None) -> Checkout:
+    """The checkout at ``root`` (default: ``$LOHORAVENS_ROOT``): a folder holding ``cliport/`` or
+    ``ravens/``, or that package folder itself. Google Ravens needs ``assets_root`` (default
+    ``$RAVENS_ASSETS``): its wheel has no URDFs."""
+    root = root or os.environ.get(ROOT_ENV_VAR)
+    if not root:
+        raise CheckoutError(f"no LoHoRavens checkout given: pass its path (--lohoravens-root) or set ${ROOT_ENV_VAR}")
+    root = Path(root).expanduser().resolve()
+    candidates = [root / name for name in ("cliport", "ravens")] + [root]
+    for package_dir in candidates:
+        if (package_dir / "environments" / "environment.py").is_file() and (package_dir / "tasks").is_dir():
+            break
+    else:
+        raise CheckoutError(f"{root} holds no LoHoRavens or Ravens checkout "
+                            "(looked for cliport/environments/environment.py and ravens/environments/environment.py)")
+    package = package_dir.name
+    if package == "cliport":
+        assets = Path(assets_root) if assets_root else package_dir / "environments" / "assets"
+    else:
+        assets_root = assets_root or os.environ.get(ASSETS_ENV_VAR)
+        if not assets_root:
+            raise CheckoutError(f"Ravens at {package_dir} ships no URDFs: give its assets folder "
+                                f"(assets_root or ${ASSETS_ENV_VAR})")
+        assets = _ravens_assets_alias(Path(assets_root).expanduser().resolve())
+    if not (assets / "ur5" / "ur5.urdf").is_file():
+        raise CheckoutError(f"{assets} is not a Ravens assets folder (no ur5/ur5.urdf)")
+    return Checkout(package, package_dir, assets)
+
+
+def _ravens_assets_alias(assets: Path) -> Path:
+    """A folder with every asset folder of ``assets`` and an ``assets`` alias to them: Ravens 0.1
+    joins some URDF paths as ``assets/<kind>/...`` and others as ``<kind>/...``, both against
+    one root."""
+    if not (assets / "ur5" / "ur5.urdf").is_file():
+        raise CheckoutError(f"{assets} is not a Ravens assets folder (no ur5/ur5.urdf)")
+    # named by a digest of the path (str hashes differ per process): one folder per assets folder,
+    # shared by every process, which may be building it at the same time
+    digest = hashlib.sha1(str(assets).encode()).hexdigest()[:16]
+    alias = Path(tempfile.gettempdir()) / f"pointmoe-ravens-assets-{digest}"
+    alias.mkdir(exist_ok=True)
+    for entry in [*assets.iterdir(), assets]:
+        link = alias / ("assets" if entry == assets else entry.name)
+        if not link.exists():
+            try:
+                link.symlink_to(entry, target_is_directory=entry.is_dir())
+            except FileExistsError:  # made meanwhile by another process
+                pass
+    return alias
+
+
+def import_module(checkout: Checkout, name: str) -> types.ModuleType:
+    """``<package>.<name>`` from the checkout, without running the package's own ``__init__``."""
+    existing = sys.modules.get(checkout.package)
+    if existing is None:
+        bare = types.ModuleType(checkout.package, f"{checkout.package} from {checkout.package_dir} (bare)")
+        bare.__path__ = [str(checkout.package_dir)]
+        sys.modules[checkout.package] = bare
+    elif Path(list(existing.__path__)[0]).resolve() != checkout.package_dir:
+        raise CheckoutError(f"a {checkout.package!r} package from {list(existing.__path__)[0]} is already "
+                            f"imported; cannot also load {checkout.package_dir} in this process")
+    try:
+        module = importlib.import_module(f"{checkout.package}.{name}")
+    except ImportError as error:
+        raise CheckoutError(f"cannot import {checkout.package}.{name} from {checkout.package_dir}: {error} "
+                            "(LoHoRavens' dependencies: pip install -e .[lohoravens])") from error
+    if name == "tasks":
+        _sample_sets_sorted(checkout)
+    return module
+
+
+class _RandomSortingSets(types.ModuleType):
+    """Python's ``random`` for task modules written for Python < 3.11, whose ``random.sample``
+    still took a set: the set is sorted first. Everything else is the real module, so seeding
+    ``random`` seeds this too."""
+
+    def __init__(self) -> None:
+        super().__init__("random")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(random, name)
+
+    @staticmethod
+    def sample(population, k, **kwargs):
+        if isinstance(population, (set, frozenset)):
+            population = sorted(population)
+        return random.sample(population, k, **kwargs)
+
+
+def _sample_sets_sorted(checkout: Checkout) -> None:
+    if sys.version_info < (3, 11):
+        return
+    prefix = f"{checkout.package}.tasks."
+    patched = [name for name, module in list(sys.modules.items())
+               if name.startswith(prefix) and getattr(module, "random", None) is random]
+    for name in patched:
+        sys.modules[name].random = _RandomSortingSets()
+    if patched:
+        log.info("%s: its tasks call random.sample on sets, which Python %d.%d refuses; they get a "
+                 "random.sample that sorts a set first (%d task modules)", checkout.package_dir,
+                 *sys.version_info[:2], len(patched))
+
+
+def task_names(checkout: Checkout) -> list[str]:
+    """The task names the checkout registers (its ``tasks.names``)."""
+    return sorted(import_module(checkout, "tasks").names)
+
+
+class RavensTaskEnv:
+    """A Ravens-family ``Environment`` with one named task, seeded and scored as in their eval.
+
+    Attributes not defined here (``agent_cams``, ``render_camera``, ``task``, ``info``, ...) are
+    the wrapped environment's, so their own oracle (``env.task.oracle(env)``) works through it.
+    """
+
+    def __init__(self, checkout: Checkout, task: str, mode: str = "test"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        registry = import_module(checkout, "tasks").names
+        if task not in registry:
+            raise ValueError(f"{checkout.package_dir} has no task {task!r}; it has: {', '.join(sorted(registry))}")
+        environment = import_module(checkout, "environments.environment").Environment
+        self.checkout, self.task_name, self.mode = checkout, task, mode
+        self.task_class = registry[task]
+        kwargs = {"record_cfg": dict(_NO_RECORDING)} if checkout.is_lohoravens else {}
+        self.env = environment(str(checkout.assets_root), disp=False, **kwargs)
+        self._seed: int | None = None
+        self.layout_redraws = 0
+        self.steps, self.total_reward = 0, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "env":  # not set yet: construction failed part-way
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+    def seed(self, seed: int | None = None) -> int | None:
+        """Seed the next ``reset``: its layout, colours and camera noise."""
+        self._seed = seed
+        return seed
+
+    def reset(self) -> dict:
+        """A new task object in ``mode``, then their ``Environment.reset``; redraws a layout whose
+        own code raised (at most ``MAX_LAYOUT_DRAWS`` times, from the same seeded stream)."""
+        if self._seed is not None:
+            random.seed(self._seed)
+            np.random.seed(self._seed)
+            self.env.seed(self._seed)
+        for draw in range(MAX_LAYOUT_DRAWS):
+            task = self.task_class()
+            task.mode = self.mode
+            self.env.set_task(task)
+            try:
+                obs = self.env.reset()
+            except Exception as error:  # their layout code; anything it raises means "draw again"
+                self.layout_redraws += 1
+                log.warning("%s (seed %s): its reset raised %s: %s; drawing the layout again",
+                            self.task_name, self._seed, type(error).__name__, error)
+                continue
+            self.steps, self.total_reward = 0, 0.0
+            return obs
+        raise RuntimeError(f"{self.task_name}: {MAX_LAYOUT_DRAWS} layouts in a row raised in the task's own reset")
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.env.task.max_steps)
+
+    def get_lang_goal(self) -> str:
+        getter = getattr(self.env, "get_lang_goal", None)  # LoHoRavens; Google Ravens has no language
+        return str(getter()) if callable(getter) else ""
+
+    def step(self, action: dict | None = None) -> tuple[dict, float, bool, dict]:
+        before = self._rigid_positions()
+        wanted = self._goal_objects()
+        obs, reward, done, info = self.env.step(action)
+        info = dict(info)
+        if action is not None:
+            self.steps += 1
+            self.total_reward += float(reward)
+            moved = self._moved_object(before)
+            info.update(picked=moved is not None, picked_object=moved,
+                        picked_goal_object=moved in wanted if moved is not None else None)
+        task_done = bool(self.env.task.done())
+        step_limit = not done and action is not None and self.steps >= self.max_steps
+        info.update(success=task_done, score=self.total_reward, timeout=bool(done and not task_done),
+                    step_limit=step_limit, lang_goal=self.get_lang_goal())
+        return obs, float(reward), bool(done or step_limit), info
+
+    def _rigid_positions(self) -> dict[int, np.ndarray]:
+        import pybullet
+
+        return {body: np.array(pybullet.getBasePositionAndOrientation(body)[0])
+                for body in self.env.obj_ids.get("rigid", ())}
+
+    def _goal_objects(self) -> set[int]:
+        """Bodies the task's current goal is about (Ravens' goals: ``(objects, matches, ...)``)."""
+        goals = getattr(self.env.task, "goals", None) or []
+        return {int(entry[0]) for entry in goals[0][0]} if goals else set()
+
+    def _moved_object(self, before: dict[int, np.ndarray]) -> int | None:
+        """The rigid body the step carried furthest (more than 2 cm), i.e. the one it picked."""
+        after = self._rigid_positions()
+        moved = {body: float(np.linalg.norm(after[body] - xyz)) for body, xyz in before.items() if body in after}
+        body = max(moved, key=moved.get, default=None)
+        return body if body is not None and moved[body] > 0.02 else None
+
+    def close(self) -> None:
+        import pybullet
+
+        if pybullet.isConnected():
+            pybullet.disconnect()
+
+    def __enter__(self) -> RavensTaskEnv:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _checkout(root: str | None, assets_root: str | None) -> Checkout:
+    return find_checkout(root, assets_root)
+
+
+def make_env(task: str | None = None, mode: str | None = None, root: str | None = None,
+             assets_root: str | None = None) -> RavensTaskEnv:
+    """The env for ``env_factory`` (``pointmoe_core.sim.lohoravens:make_env``): arguments left out
+    come from ``$LOHORAVENS_TASK`` (default pick-and-place-primitive), ``$LOHORAVENS_MODE``
+    (default test), ``$LOHORAVENS_ROOT`` and ``$RAVENS_ASSETS``."""
+    task = task or os.environ.get(TASK_ENV_VAR, "pick-and-place-primitive")
+    mode = mode or os.environ.get(MODE_ENV_VAR, "test")
+    return RavensTaskEnv(_checkout(root, assets_root), task, mode)
