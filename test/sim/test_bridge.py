@@ -10,6 +10,7 @@ import pytest
 from pointmoe_core.sim import ActionRefused, Oracle, PoseStep, RavensBridge, TabletopEnv, to_action
 from pointmoe_core.sim.bridge import EpisodeDone, EpisodeRunner, NoCloud, env_from_factory, load_env_factory
 from pointmoe_core.sim.objects import SEMANTIC_CLASSES
+from pointmoe_core.sim.poses import quat_yaw
 
 GOOD = PoseStep(np.array([0.4, 0.1, 0.02]), np.array([0, 0, 0, 1.0]), np.array([0.6, -0.1, 0.02]),
                 np.array([0, 0, 0.3826834, 0.9238795]))
@@ -134,7 +135,8 @@ def test_episodes_refuse_plans_once_done_until_reset():
     assert runner.status() == {"episode": 0, "step": 0, "reward": 0.0, "done": False, "success": False}
     runner.execute([GOOD])
     runner.execute([GOOD, GOOD])  # RecordingEnv is done after its 2nd action: the 3rd is not sent
-    assert runner.status() == {"episode": 0, "step": 2, "reward": 1.0, "done": True, "success": False}
+    # no info['success']: Ravens' own criterion, done with a total reward >= 0.98
+    assert runner.status() == {"episode": 0, "step": 2, "reward": 1.0, "done": True, "success": True}
     with pytest.raises(EpisodeDone, match="episode 0 is done"):
         runner.execute([GOOD])
     assert len(runner.bridge.env.sent) == 2 and not runner.reset_due()
@@ -179,3 +181,33 @@ def test_env_from_factory_builds_and_checks_the_env():
         env_from_factory("builtins:dict")
     with pytest.raises(RuntimeError, match="'math:sqrt' failed: TypeError"):
         env_from_factory("math:sqrt")
+
+
+class TimingOutEnv(RecordingEnv):
+    """Ravens' step after an arm timeout: done, reward 0, and no success in its info."""
+
+    def step(self, action):
+        self.sent.append(action)
+        return {"color": (), "depth": ()}, 0.0, True, {}
+
+
+def test_done_without_the_reward_is_no_success():
+    runner = EpisodeRunner(RavensBridge(TimingOutEnv()))
+    runner.reset()
+    runner.execute([GOOD])
+    assert runner.status()["done"] and not runner.status()["success"]
+
+
+def test_tilted_poses_reach_the_env_upright_unless_told_otherwise():
+    tilt = np.array([np.sin(0.2), 0.0, 0.0, np.cos(0.2)])  # 23 degrees about x
+    yawed = np.array([0.0, 0.0, np.sin(0.3), np.cos(0.3)])
+    step = _with(GOOD, pick_quat=tilt, place_quat=(tilt + yawed) / np.linalg.norm(tilt + yawed))
+    upright = RavensBridge(RecordingEnv())
+    upright.step(step)
+    for key in ("pose0", "pose1"):
+        quat = upright.env.sent[0][key][1]
+        assert quat[0] == 0.0 and quat[1] == 0.0 and np.linalg.norm(quat) == pytest.approx(1.0)
+    assert quat_yaw(upright.env.sent[0]["pose1"][1]) == pytest.approx(quat_yaw(step.place_quat))
+    as_given = RavensBridge(RecordingEnv(), upright=False)
+    as_given.step(step)
+    np.testing.assert_allclose(as_given.env.sent[0]["pose0"][1], tilt)
