@@ -41,13 +41,38 @@ class CloudFormatError(ValueError):
     """A PointCloud2 message whose layout is invalid or lacks what was asked of it."""
 
 
+# float32 resolves about 1 mm at 10 km from the origin; further out (UTM or ECEF map frames) 1-5 cm
+# voxels start to merge, so such clouds are re-centred in float64 before anything becomes float32
+RECENTRE_ABOVE_M = 1e4
+# no Earth-fixed frame reaches 100,000 km: coordinates beyond it are corrupt values, not places
+MAX_COORDINATE_M = 1e8
+
+
+def recentre_origin(xyz: np.ndarray) -> np.ndarray | None:
+    """A whole-metre float64 offset to subtract from ``xyz`` when its points lie far from their frame's
+    origin (the median beyond ``RECENTRE_ABOVE_M``), else None. Whole metres keep the voxel grid
+    where it was; rows that are not finite or beyond ``MAX_COORDINATE_M`` do not move the median."""
+    plausible = xyz[np.isfinite(xyz).all(1) & (np.abs(xyz) <= MAX_COORDINATE_M).all(1)]
+    if not len(plausible):
+        return None
+    centre = np.median(plausible.astype(np.float64), axis=0)
+    return np.round(centre) if np.abs(centre).max() > RECENTRE_ABOVE_M else None
+
+
+def recentred_note(origin: np.ndarray) -> str:
+    """The warning that says a cloud was re-centred."""
+    return f"coordinates around {np.asarray(origin).tolist()} m: re-centred in float64 before float32"
+
+
 @dataclass
 class PointCloud:
     """N points as numpy arrays; every optional attribute has N rows.
 
     xyz (N,3) float32, rgb (N,3) uint8, intensity (N,) float32, normals (N,3) float32,
     label (N,) integer, ring (N,) integer, score (N,) float32. Float attributes are cast
-    to float32; integer attributes keep their integer type.
+    to float32; integer attributes keep their integer type. ``origin`` (3,) float64, when set, is
+    where ``xyz``'s zero lies in the frame: a far-off cloud (UTM-like map frames) keeps its offset
+    there, in float64, so that ``xyz`` stays precise in float32 (``cloud_from_msg(recentre=True)``).
     """
 
     xyz: np.ndarray
@@ -57,9 +82,12 @@ class PointCloud:
     label: np.ndarray | None = None
     ring: np.ndarray | None = None
     score: np.ndarray | None = None
+    origin: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.xyz = np.asarray(self.xyz, dtype=np.float32)
+        if self.origin is not None:
+            self.origin = np.asarray(self.origin, np.float64).reshape(3)
         if self.xyz.ndim != 2 or self.xyz.shape[1] != 3:
             raise ValueError(f"xyz must have shape (N, 3), got {self.xyz.shape}")
         n = len(self.xyz)
@@ -87,7 +115,11 @@ class PointCloud:
     def __getitem__(self, index: np.ndarray | slice) -> PointCloud:
         """The points selected by a boolean mask, an index array or a slice."""
         return PointCloud(**{f.name: None if (v := getattr(self, f.name)) is None else v[index]
-                             for f in dataclass_fields(self)})
+                             for f in dataclass_fields(self) if f.name != "origin"}, origin=self.origin)
+
+    def frame_xyz(self) -> np.ndarray:
+        """The points in their frame: ``xyz``, plus ``origin`` in float64 when there is one."""
+        return self.xyz if self.origin is None else self.origin + self.xyz
 
     def attributes(self) -> tuple[str, ...]:
         """Names of the optional attributes this cloud carries."""
@@ -109,6 +141,8 @@ def _field_types(
     """
     types: dict[str, tuple[int, np.dtype]] = {}
     for name, offset, datatype, count in fields:
+        if count == 0:
+            continue  # a field of no elements holds no data, wherever its offset points
         if datatype not in _NUMPY_TYPE:
             raise CloudFormatError(
                 f"field {name!r} has unknown datatype {datatype} (PointField datatypes are 1..8)"
@@ -123,7 +157,8 @@ def _field_types(
         types.setdefault(name, (offset, dtype))
     missing = [axis for axis in "xyz" if axis not in types]
     if missing:
-        raise CloudFormatError(f"missing coordinate field(s) {missing}: a PointCloud2 needs x, y and z")
+        raise CloudFormatError(f"missing coordinate field(s) {missing}: a PointCloud2 needs x, y and z "
+                               "(with count >= 1)")
     return types
 
 
@@ -173,12 +208,26 @@ def _unpack_rgb(packed: np.ndarray) -> np.ndarray:
     return np.stack([(packed >> shift) & 0xFF for shift in (16, 8, 0)], axis=1).astype(np.uint8)
 
 
+def _attribute_fields(attribute: str, types: dict[str, tuple[int, np.dtype]]) -> tuple[str, ...] | None:
+    """The first complete field group ``attribute`` is read from, or None."""
+    return next((group for group in _FIELD_NAMES[attribute] if all(n in types for n in group)), None)
+
+
+def present_attributes(msg: Any, wanted: Iterable[str] = ATTRIBUTES) -> tuple[str, ...]:
+    """Those of ``wanted`` that ``msg`` has fields for: what to pass as ``cloud_from_msg(fields=...)``
+    to decode only what a consumer uses (a field it ignores cannot then fail it)."""
+    layout = tuple((f.name, f.offset, f.datatype, f.count) for f in msg.fields)
+    types = _field_types(layout, msg.point_step, ">" if msg.is_bigendian else "<")
+    return tuple(attribute for attribute in wanted if _attribute_fields(attribute, types) is not None)
+
+
 def cloud_from_msg(
     msg: Any,
     *,
     fields: Iterable[str] | None = None,
     drop_invalid: bool = True,
     return_indices: bool = False,
+    recentre: bool = False,
 ) -> PointCloud | tuple[PointCloud, np.ndarray]:
     """Decode a PointCloud2 (rclpy or rosbags) into a `PointCloud`.
 
@@ -191,9 +240,12 @@ def cloud_from_msg(
         their H*W grid.
     return_indices: also return `kept`, the int64 indices (into the message's height*width points)
         of the points that were kept, e.g. to write per-point results back onto the original grid.
+    recentre: read x, y, z in float64 and, when the cloud lies far from its frame's origin
+        (`recentre_origin`), keep the whole-metre offset in `cloud.origin` and `xyz` relative to it.
 
     Raises CloudFormatError for an invalid layout (missing x/y/z, a field beyond point_step,
-    an unknown datatype, row_step < width * point_step, data length != height * row_step).
+    an unknown datatype, row_step < width * point_step, data length != height * row_step, a float
+    label or ring field). Fields with count 0 hold nothing and are ignored.
     """
     wanted = ATTRIBUTES if fields is None else tuple(fields)
     unknown = sorted(set(wanted) - set(ATTRIBUTES))
@@ -203,9 +255,16 @@ def cloud_from_msg(
     layout = tuple((f.name, f.offset, f.datatype, f.count) for f in msg.fields)
     types = _field_types(layout, point_step, ">" if msg.is_bigendian else "<")
     rows = _point_rows(msg)
-    values = {"xyz": _read_columns(rows, point_step, (types["x"], types["y"], types["z"]), np.float32)}
+    xyz_columns = (types["x"], types["y"], types["z"])
+    origin = None
+    if recentre:
+        xyz = _read_columns(rows, point_step, xyz_columns, np.float64)
+        origin = recentre_origin(xyz)
+        values = {"xyz": xyz if origin is None else xyz - origin}
+    else:
+        values = {"xyz": _read_columns(rows, point_step, xyz_columns, np.float32)}
     for attribute in wanted:
-        names = next((group for group in _FIELD_NAMES[attribute] if all(n in types for n in group)), None)
+        names = _attribute_fields(attribute, types)
         if names is None:
             if fields is not None:
                 raise CloudFormatError(
@@ -223,11 +282,14 @@ def cloud_from_msg(
             values["rgb"] = _unpack_rgb(_read_columns(rows, point_step, as_uint32, np.uint32)[:, 0])
         else:
             integer = attribute in ("label", "ring")
+            if integer and columns[0][1].kind == "f":
+                raise CloudFormatError(f"field {names[0]!r} is {columns[0][1].name}: {attribute} must be an "
+                                       "integer field")
             out_dtype = columns[0][1].newbyteorder("=") if integer else np.float32
             value = _read_columns(rows, point_step, columns, out_dtype)
             values[attribute] = value if attribute == "normals" else value[:, 0]
 
-    cloud = PointCloud(**values)
+    cloud = PointCloud(**values, origin=origin)
     kept = None
     if drop_invalid and not msg.is_dense:
         finite = np.isfinite(cloud.xyz)
@@ -361,7 +423,8 @@ def msg_from_cloud(
 
     header: None (frame "map", zero stamp), a (frame_id, stamp_sec) tuple, or a Header-like object.
     fields: optional attributes to write (names from `ATTRIBUTES`); x, y, z are always written.
-        None writes every attribute the cloud has. rgb is written as RViz expects: a FLOAT32 field
+        None writes every attribute the cloud has. x, y, z are FLOAT32, or FLOAT64 when the cloud has an
+        `origin` (they hold origin + xyz). rgb is written as RViz expects: a FLOAT32 field
         holding the bits 0x00RRGGBB; label and ring keep their integer type ((u)int64 -> (u)int32).
     msg_class: None (rclpy's sensor_msgs.msg.PointCloud2 when the ROS 2 wheels are installed, else
         rosbags'), "ros", "rosbags", or one of those PointCloud2 classes.
@@ -375,7 +438,8 @@ def msg_from_cloud(
     if height * width != len(cloud):
         raise ValueError(f"organized_shape {organized_shape} does not hold {len(cloud)} points")
 
-    columns = {axis: cloud.xyz[:, i] for i, axis in enumerate("xyz")}
+    xyz = cloud.frame_xyz()  # float64 where the cloud carries an origin: its offset stays exact
+    columns = {axis: xyz[:, i] for i, axis in enumerate("xyz")}
     for attribute in ATTRIBUTES:  # fixed order, whatever the order asked
         if attribute not in attributes:
             continue

@@ -36,11 +36,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..train.checkpoint import HASH_SUFFIX, sha256_file, verify_checkpoint
+from ..train.checkpoint import HASH_SUFFIX, check_finite, sha256_file, verify_checkpoint
 from .config import YamlConfig
 from .ddpm import DDPMConfig
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
+from .lora import CONFIG_NAME as ADAPTERS_CONFIG
+from .lora import WEIGHTS_NAME as ADAPTERS_WEIGHTS
 from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
 from .planner import (
     SCHEDULERS,
@@ -565,9 +567,18 @@ class MoEPlanner(nn.Module):
         starts from them).
         """
         path = checkpoint_folder(path)
+        meta = _read_meta(path / CONFIG_FILE)
+        # everything is checked before the LLM loads (a minute on a small CPU): then nothing can fail late
+        needed = [SCENE_FILE] + ([POSE_DIT_FILE, POINTER_FILE] if load_pose_dit else [])
+        needed += [f"{ADAPTERS_DIR}/{ADAPTERS_WEIGHTS}", f"{ADAPTERS_DIR}/{ADAPTERS_CONFIG}"] if meta["adapted"] else []
+        missing = [name for name in needed if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"the 3D-MoE planner in {path} lacks {', '.join(missing)}")
         for weights in path.rglob("*.safetensors"):
             verify_checkpoint(weights)  # only files with a sidecar (exported ones) are checked
-        meta = json.loads((path / CONFIG_FILE).read_text())
+        states = {name: load_file(path / name) for name in needed if name.endswith(".safetensors")}
+        for name, state in states.items():
+            check_finite(state, path / name)
         if meta["version"] > CHECKPOINT_VERSION:
             raise ValueError(f"{path} has 3D-MoE planner version {meta['version']}; this install reads up to "
                              f"{CHECKPOINT_VERSION}")
@@ -580,10 +591,10 @@ class MoEPlanner(nn.Module):
         planner = cls(config)
         if meta["adapted"]:
             planner.adapt(path / ADAPTERS_DIR)
-        planner.scene.load_state_dict(load_file(path / SCENE_FILE))
+        planner.scene.load_state_dict(states[SCENE_FILE])
         if load_pose_dit:
-            planner.pose_dit.load_state_dict(load_file(path / POSE_DIT_FILE))
-            planner.pointer.load_state_dict(load_file(path / POINTER_FILE))
+            planner.pose_dit.load_state_dict(states[POSE_DIT_FILE])
+            planner.pointer.load_state_dict(states[POINTER_FILE])
         planner.set_stage(0)
         return planner.to(map_location).eval()
 
@@ -597,19 +608,30 @@ def checkpoint_folder(path: str | Path) -> Path:
     path = Path(path)
     for folder in (path, path / EXPORT_DIR):
         if (folder / CONFIG_FILE).is_file():
-            meta = json.loads((folder / CONFIG_FILE).read_text())
+            meta = _read_meta(folder / CONFIG_FILE)
             if meta.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"{folder / CONFIG_FILE} is not a 3D-MoE planner (format {meta.get('format')!r})")
             return folder
+        if (folder / SCENE_FILE).is_file():  # its weights are there: only the metadata is missing
+            raise FileNotFoundError(f"the 3D-MoE planner in {folder} lacks {CONFIG_FILE}")
     raise FileNotFoundError(f"no 3D-MoE planner in {path}: expected {CONFIG_FILE} there or in {EXPORT_DIR}/")
 
 
-def is_moe_planner(path: str | Path) -> bool:
+def _read_meta(path: Path) -> dict[str, Any]:
     try:
-        checkpoint_folder(path)
-    except (FileNotFoundError, ValueError):
-        return False
-    return True
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(meta, dict) or not {"version", "adapted", "config"} <= set(meta):
+        raise ValueError(f"{path} lacks the 3D-MoE planner's version, adapted and config entries")
+    return meta
+
+
+def is_moe_planner(path: str | Path) -> bool:
+    """Whether ``path`` holds a 3D-MoE planner folder, a broken one included: its metadata or weights are
+    there, so loading it says what is wrong with it rather than that it is no Pose-DiT checkpoint."""
+    path = Path(path)
+    return any((folder / name).is_file() for folder in (path, path / EXPORT_DIR) for name in (CONFIG_FILE, SCENE_FILE))
 
 
 def load_planner(path: str | Path, map_location: str | torch.device = "cpu") -> PoseDiTPlanner | MoEPlanner:

@@ -19,7 +19,10 @@ Official files may also wrap the state dict as ``{"state_dict": ..., "epoch": ..
 
 Our file: a torch file ``{"format": "pointmoe-seg", "version": 1, "config": <SegmentorConfig
 dict>, "state_dict": ..., "epoch": ...}``, or a ``.safetensors`` file with the same config JSON in
-its metadata. The config carries the class names and the text source.
+its metadata. The config carries the class names and the text source, and loading uses it unless
+a config is given explicitly (an official checkpoint needs one). Every file is written with a
+sha256sum-style sidecar ``<name>.sha256``; reading checks a file against its sidecar when it has
+one, and refuses weights that are not finite, naming them.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..train.checkpoint import atomic_write, check_finite, verify_checkpoint, write_hash_sidecar
 from .model import PointMoESegmentor, SegmentorConfig, load_config
 
 CHECKPOINT_FORMAT = "pointmoe-seg"
@@ -146,14 +150,19 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
 
 
 def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
-    """Read our format or an official checkpoint (torch file or ``.safetensors``)."""
+    """Read our format or an official checkpoint (torch file or ``.safetensors``), hash-checked
+    against its sidecar when it has one."""
     path = Path(path)
+    verify_checkpoint(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            state = {key: f.get_tensor(key) for key in f.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                state = {key: f.get_tensor(key) for key in f.keys()}
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
         if metadata.get("format") == CHECKPOINT_FORMAT:
             if metadata.get("version") != str(CHECKPOINT_VERSION):
                 raise ValueError(f"{path}: unsupported {CHECKPOINT_FORMAT} version {metadata.get('version')}")
@@ -179,18 +188,20 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
 
 def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor],
                     config: SegmentorConfig | None, epoch: int | None = None) -> Path:
-    """Write our format; ``.safetensors`` by suffix, else a torch file."""
+    """Write our format (``.safetensors`` by suffix, else a torch file) atomically, and its hash sidecar."""
     path = Path(path)
     state = {key: value.detach().cpu().contiguous() for key, value in to_our_keys(state_dict).items()}
     config_dict = None if config is None else config.to_dict()
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(state, str(path), metadata={"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION),
-                                              "config": json.dumps(config_dict), "epoch": json.dumps(epoch)})
+        metadata = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION),
+                    "config": json.dumps(config_dict), "epoch": json.dumps(epoch)}
+        atomic_write(path, lambda f: f.write(save(state, metadata=metadata)))
     else:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config_dict,
-                    "state_dict": state, "epoch": epoch}, path)
+        atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                                                 "config": config_dict, "state_dict": state, "epoch": epoch}, f))
+    write_hash_sidecar(path)
     return path
 
 
@@ -210,14 +221,22 @@ def save_pointcept_checkpoint(path: str | Path, state_dict: Mapping[str, torch.T
 
 def load_segmentor(path: str | Path, config: str | Path | SegmentorConfig | None = None,
                    allow_pickle: bool = False) -> PointMoESegmentor:
-    """Build a model from a checkpoint; official ones need ``config`` (a preset, YAML or config)."""
+    """Build a model from a checkpoint, with the config it carries unless ``config`` (a preset, YAML or
+    config) overrides it; official checkpoints carry none and need one."""
     checkpoint = read_checkpoint(path, allow_pickle)
+    check_finite(checkpoint.state_dict, path)
     resolved = load_config(config) if config is not None else checkpoint.config
     if resolved is None:
         raise ValueError(f"{path} carries no config (an official checkpoint): pass config= "
                          "(e.g. 'L' for the released Point-MoE-L)")
     model = PointMoESegmentor(resolved)
-    check_state_dict(model, checkpoint.state_dict)
+    try:
+        check_state_dict(model, checkpoint.state_dict)
+    except CheckpointKeyError as error:
+        if config is None or checkpoint.config is None:
+            raise
+        raise CheckpointKeyError(f"{error}; the checkpoint carries its own config {checkpoint.config.name!r}: "
+                                 "give no config to use it") from None
     model.load_state_dict(checkpoint.state_dict, strict=True)
     return model
 

@@ -4,8 +4,11 @@
 every input point. The steps follow Pointcept's ``SemSegTester`` and the official test pipeline
 (``InputConfig`` of the model's config):
 
-1. rows with NaN or Inf in any given attribute are dropped: they never reach the network and get
-   label -1, score 0 and ``valid`` False (a warning gives their count);
+1. rows with NaN or Inf in any given attribute are dropped, and so are points beyond
+   ``MAX_COORDINATE_M`` (corrupt values, not places) and, with ``max_range``, points farther than it
+   from the cloud's median point: they never reach the network and get label -1, score 0 and
+   ``valid`` False (a warning gives each count). A cloud far from its frame's origin (UTM-like map
+   coordinates) is re-centred in float64 before anything becomes float32, so its voxels stay apart;
 2. ``PointClip`` / ``CenterShift`` as configured, colour ``/127.5 - 1``; normals the model wants but
    the cloud lacks are estimated with open3d, missing colour is fed as mid-grey and missing
    strength as 0 (each with a warning);
@@ -31,10 +34,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
 from .convert import load_segmentor, save_checkpoint
 from .head import LanguageGuidedHead
 from .model import InputConfig, PointMoESegmentor, SegmentorConfig, load_config
 from .ptv3 import SerializedPooling
+from .serialization import MAX_DEPTH
 from .text import TextEncoder
 from .transforms import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
 
@@ -119,35 +124,37 @@ class Segmenter:
         strength: ArrayLike | None = None,
         class_names: Sequence[str] | None = None,
         return_experts: bool = False,
+        max_range: float | None = None,
     ) -> SegResult:
         """Label every row of ``coord`` (N, 3).
 
         ``color`` (N, 3) in [0, 255] (floats that are all <= 1 are read as [0, 1]); ``normal``
         (N, 3); ``strength`` (N,) LiDAR intensity in [0, 1]; ``class_names`` the vocabulary (default
-        the model's); ``return_experts`` adds each MoE layer's top-1 expert per point.
+        the model's); ``return_experts`` adds each MoE layer's top-1 expert per point; ``max_range``
+        (metres from the cloud's median point) drops points beyond it, e.g. stray far returns.
         """
         coord = _rows(coord, "coord", None, 3)
         n = len(coord)
         parts = {"color": _rows(color, "color", n, 3), "normal": _rows(normal, "normal", n, 3),
                  "strength": _rows(strength, "strength", n, 1)}
         names, table, columns = self._vocabulary(class_names)
-        valid = np.isfinite(coord).all(1)
-        for value in parts.values():
-            if value is not None:
-                valid &= np.isfinite(value).all(1)
+        valid, origin, warnings = _sanitize(coord, parts, max_range)
         result = SegResult(np.full(n, -1, np.int64), np.zeros(n, np.float32), names, valid,
-                           {} if return_experts else None)
-        if not valid.all():
-            result.warnings.append(f"dropped {int((~valid).sum())} of {n} points with NaN/Inf values "
-                                   "(label -1, score 0)")
+                           {} if return_experts else None, warnings)
         keep = np.flatnonzero(valid)
         if len(keep) == 0:
             return result
 
-        raw_xyz = coord[keep]
+        # float64 until the offset is gone: float32 of a far-off coordinate has lost its centimetres
+        raw_xyz = coord[keep] if origin is None else (coord[keep].astype(np.float64) - origin).astype(np.float32)
         inputs = self._prepare(raw_xyz, {k: None if v is None else v[keep] for k, v in parts.items()},
                                result.warnings)
         grid = grid_sample(inputs["coord"], self.input.grid_size)
+        extent = int(grid.grid_coord.max(initial=0)) + 1
+        if extent > 1 << MAX_DEPTH:
+            span = float(np.ptp(inputs["coord"], axis=0).max())
+            raise ValueError(f"the cloud spans {span:.0f} m, {extent} voxels of {self.input.grid_size} m, beyond the "
+                             f"{1 << MAX_DEPTH} per axis the serialization orders: limit it with max_range")
         result.num_voxels = grid.num_voxels
         run, source = self._voxels_to_run(grid, result.warnings)
         labels, scores, experts = self._run_fragments(grid, run, source, inputs, raw_xyz, table, columns,
@@ -165,6 +172,8 @@ class Segmenter:
         stored = self.config.class_names
         if class_names is None:
             return stored, None, None
+        if isinstance(class_names, str):  # tuple("table") would be five one-letter classes
+            raise TypeError(f"class_names must be a sequence of names, not the string {class_names!r}")
         names = tuple(class_names)
         if not names or not all(isinstance(name, str) for name in names):
             raise ValueError("class_names must be a non-empty sequence of strings")
@@ -321,6 +330,37 @@ class Segmenter:
             stage = int(re.match(r"(?:enc\.enc|dec\.dec)(\d+)\.", layer).group(1))
             experts[layer] = topk[:, 0][stage_row[stage]].cpu().numpy()
         return probs, experts
+
+
+def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range: float | None
+              ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Rows fit for the network, the float64 offset to re-centre them by (or None), and what was done."""
+    n = len(coord)
+    valid = np.isfinite(coord).all(1)
+    for value in parts.values():
+        if value is not None:
+            valid &= np.isfinite(value).all(1)
+    warnings = []
+    if not valid.all():
+        warnings.append(f"dropped {int((~valid).sum())} of {n} points with NaN/Inf values (label -1, score 0)")
+    corrupt = valid & (np.abs(coord) > MAX_COORDINATE_M).any(1)
+    if corrupt.any():
+        valid &= ~corrupt
+        warnings.append(f"dropped {int(corrupt.sum())} of {n} points beyond {MAX_COORDINATE_M:.0e} m, no place "
+                        "on Earth (label -1, score 0)")
+    origin = recentre_origin(coord[valid])
+    if origin is not None:
+        warnings.append(recentred_note(origin))
+    if max_range is not None and valid.any():
+        centre = np.median(coord[valid].astype(np.float64), axis=0)
+        distance = np.full(n, np.inf)
+        distance[valid] = np.linalg.norm(coord[valid].astype(np.float64) - centre, axis=1)
+        far = valid & (distance > max_range)
+        if far.any():
+            valid &= ~far
+            warnings.append(f"dropped {int(far.sum())} of {n} points farther than max_range={max_range:g} m from "
+                            "the cloud's median point (label -1, score 0)")
+    return valid, origin, warnings
 
 
 def _rows(value: ArrayLike | None, name: str, n: int | None, width: int) -> np.ndarray | None:

@@ -4,8 +4,10 @@ A checkpoint directory holds ``step_00001234.pt`` files, each with a sha256sum-s
 ``step_00001234.pt.sha256``, and ``latest`` (JSON: file name, sha256, step, epoch) naming the
 newest. Every file is written to a temporary name in the same directory, flushed to disk and
 then ``os.replace``-d over its final name, so a crash (or a kill mid-write) leaves either the
-old file or the new one, never a torn one; ``load_checkpoint`` re-hashes the file against its
-sidecar before unpickling.
+old file or the new one, never a torn one; the temporary file a kill -9 leaves behind is removed
+by the next ``save_checkpoint`` into that directory. ``load_checkpoint`` re-hashes the file against
+its sidecar before unpickling. ``write_hash_sidecar``, ``verify_checkpoint`` and ``check_finite``
+serve every other weights file (segmentation checkpoints, planner folders) the same way.
 
 The payload is a plain dict of tensors, numbers, strings, lists and dicts, so that
 ``torch.load(weights_only=True)`` reads it. What the trainer stores in it is documented in
@@ -27,6 +29,8 @@ import torch
 
 LATEST = "latest"
 HASH_SUFFIX = ".sha256"
+TMP_SUFFIX = ".tmp"
+SHOWN_TENSORS = 5
 
 
 class CheckpointError(RuntimeError):
@@ -49,9 +53,9 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """``write(file)`` into a temporary file beside ``path``, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -68,13 +72,33 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], step: int, e
     """Write ``payload`` as ``step_{step:08d}.pt``, its hash sidecar, and point ``latest`` at it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # one trainer writes a run's checkpoints: a temporary file here is what a killed write left
+    for stale in directory.glob(f".*{TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
     path = directory / f"step_{step:08d}.pt"
-    _atomic_write(path, lambda f: torch.save(payload, f))
-    digest = sha256_file(path)
-    _atomic_write(path.with_name(path.name + HASH_SUFFIX), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    atomic_write(path, lambda f: torch.save(payload, f))
+    digest = write_hash_sidecar(path)
     pointer = {"checkpoint": path.name, "sha256": digest, "step": step, "epoch": epoch}
-    _atomic_write(directory / LATEST, lambda f: f.write((json.dumps(pointer) + "\n").encode()))
+    atomic_write(directory / LATEST, lambda f: f.write((json.dumps(pointer) + "\n").encode()))
     return CheckpointInfo(path, digest, step, epoch)
+
+
+def write_hash_sidecar(path: str | Path) -> str:
+    """Write ``path``'s sha256sum-style sidecar ``<name>.sha256``; returns the digest."""
+    path = Path(path)
+    digest = sha256_file(path)
+    atomic_write(path.with_name(path.name + HASH_SUFFIX), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    return digest
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Raise ValueError naming the tensors of ``state`` that hold NaN or Inf (weights that predict nothing)."""
+    bad = [name for name, value in state.items()
+           if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        shown = ", ".join(bad[:SHOWN_TENSORS]) + (f", ... ({len(bad) - SHOWN_TENSORS} more)"
+                                                  if len(bad) > SHOWN_TENSORS else "")
+        raise ValueError(f"{source} has non-finite (NaN/Inf) weights in {len(bad)} tensors: {shown}")
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
