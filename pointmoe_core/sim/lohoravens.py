@@ -50,6 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from .objects import BLOCK_SIZES, COLORS, SceneObject
+from .poses import quat_matrix
+
 __all__ = ["ROOT_ENV_VAR", "Checkout", "CheckoutError", "RavensTaskEnv", "find_checkout", "make_env",
            "task_names"]
 
@@ -61,6 +64,13 @@ MODE_ENV_VAR = "LOHORAVENS_MODE"
 ASSETS_ENV_VAR = "RAVENS_ASSETS"  # Google Ravens' URDF folder (its PyPI wheel ships none)
 MODES = ("train", "val", "test")
 MAX_LAYOUT_DRAWS = 10
+# extents of the bowl.urdf and zone.urdf meshes at their URDF scales: a 11.4 cm bowl 3.5 cm tall
+# (its mesh lies off the link origin, by about 2.5 cm), and a 12 cm square outline 6 mm wide,
+# whatever zone size the task asked for
+MESH_DIMS = {"bowl": (0.114, 0.114, 0.035), "zone": (0.12, 0.12, 0.001)}
+# the <robot name> of the Ravens/LoHoRavens URDFs -> our object kinds (sim.objects.KINDS)
+URDF_KINDS = {"box.urdf": "block", "bowl.urdf": "bowl", "zone.urdf": "zone", "workspace.urdf": "table",
+              "plane": "table", "ur5": "robot", "suction-base.urdf": "robot", "suction-head.urdf": "robot"}
 # LoHoRavens' reset reads ``record_cfg['blender_render']``: it must be a dict, even when not recording
 _NO_RECORDING = {"save_video": False, "blender_render": False}
 
@@ -211,6 +221,66 @@ class RavensTaskEnv:
         self._seed: int | None = None
         self.layout_redraws = 0
         self.steps, self.total_reward = 0, 0.0
+        self._segm: dict[int, np.ndarray] = {}
+        self._render = self.env.render_camera
+        self.env.render_camera = self._render_keeping_segmentation
+
+    def _render_keeping_segmentation(self, config: dict, *args, **kwargs):
+        """Their renderer, noting the segmentation image it already makes (and their observations
+        drop) for each agent camera, so observations can carry ``segm`` as ours do."""
+        color, depth, segm = self._render(config, *args, **kwargs)
+        self._segm[id(config)] = segm
+        return color, depth, segm
+
+    def _with_segmentation(self, obs: dict) -> dict:
+        if not obs or not len(obs.get("color", ())):
+            return obs  # Ravens' step after an arm timeout returns no images
+        segms = [self._segm.get(id(config)) for config in self.env.agent_cams]
+        if any(segm is None for segm in segms):
+            return obs
+        # LoHoRavens keeps the low byte of the body id: 255 is "no body"
+        segms = tuple(np.where(np.asarray(segm) == 255, -1, np.asarray(segm)).astype(np.int32) for segm in segms)
+        return {**obs, "segm": segms}
+
+    @property
+    def objects(self) -> dict[int, SceneObject]:
+        """Every body as one of our ``SceneObject`` s (kind, colour, block size, extent), from its
+        URDF name, colour and bounding box, as ``TabletopEnv.objects``: the ground truth of the
+        fused cloud's labels and of the demos' object lists. Bodies of other URDFs are left out."""
+        import pybullet
+
+        palette = np.array(list(COLORS.values()))
+        objects = {}
+        for index in range(pybullet.getNumBodies()):
+            body = pybullet.getBodyUniqueId(index)
+            kind = URDF_KINDS.get(pybullet.getBodyInfo(body)[1].decode())
+            if kind is None:
+                continue
+            shape = pybullet.getVisualShapeData(body)[0]
+            dims = MESH_DIMS.get(kind) or tuple(float(v) for v in shape[3])  # a block's box size
+            color = size = None
+            if kind in ("block", "bowl", "zone"):
+                rgb = np.array(shape[7][:3])
+                color = list(COLORS)[int(np.argmin(np.linalg.norm(palette - rgb, axis=1)))]
+            if kind == "block":
+                size = min(BLOCK_SIZES, key=lambda name: abs(BLOCK_SIZES[name] - min(dims)))
+            objects[body] = SceneObject(body, kind, dims, color, size)
+        return objects
+
+    @property
+    def class_ids(self) -> dict[int, int]:
+        """Body id -> class id of ``sim.objects.SEMANTIC_CLASSES``."""
+        return {body: obj.class_id for body, obj in self.objects.items()}
+
+    def object_pose(self, body: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pose of the body's link frame, where the task placed it (PyBullet reports the
+        centre of mass, which Ravens' bowl and zone URDFs put 2 cm above and 1 cm beside it)."""
+        import pybullet
+
+        position, orientation = pybullet.getBasePositionAndOrientation(body)
+        offset = pybullet.getDynamicsInfo(body, -1)[3]
+        position = np.array(position) - quat_matrix(orientation) @ np.array(offset)
+        return position, np.array(orientation)
 
     def __getattr__(self, name: str) -> Any:
         if name == "env":  # not set yet: construction failed part-way
@@ -241,7 +311,7 @@ class RavensTaskEnv:
                             self.task_name, self._seed, type(error).__name__, error)
                 continue
             self.steps, self.total_reward = 0, 0.0
-            return obs
+            return self._with_segmentation(obs)
         raise RuntimeError(f"{self.task_name}: {MAX_LAYOUT_DRAWS} layouts in a row raised in the task's own reset")
 
     @property
@@ -267,7 +337,7 @@ class RavensTaskEnv:
         step_limit = not done and action is not None and self.steps >= self.max_steps
         info.update(success=task_done, score=self.total_reward, timeout=bool(done and not task_done),
                     step_limit=step_limit, lang_goal=self.get_lang_goal())
-        return obs, float(reward), bool(done or step_limit), info
+        return self._with_segmentation(obs), float(reward), bool(done or step_limit), info
 
     def _rigid_positions(self) -> dict[int, np.ndarray]:
         import pybullet
