@@ -12,9 +12,13 @@ Episodes: a ``std_msgs/String`` on ``~/input/reset`` starts the next one; its te
 env's random stream goes on) or an integer seed. With ``auto_reset_s`` > 0 the next episode
 starts by itself that many seconds after one is done.
 
-``env_factory`` ("package.module:callable", called with no arguments) runs a foreign env with
-the Ravens interface, e.g. LoHoRavens', instead of ours; ``task`` and ``image_size`` then do not
-apply, and ``seed`` goes to the env's ``seed()``. Its cloud needs ``agent_cams`` and colour and
+``lohoravens_root`` (a LoHoRavens checkout) runs LoHoRavens' own task ``task`` in
+``lohoravens_mode`` (train/val/test) through ``pointmoe_core.sim.lohoravens``, unmodified;
+``image_size`` then does not apply. ``env_factory`` ("package.module:callable", called with no
+arguments) runs any other env with the Ravens interface instead of ours
+(``pointmoe_core.sim.lohoravens:make_env`` reads ``$LOHORAVENS_ROOT``, ``$LOHORAVENS_TASK`` and
+``$LOHORAVENS_MODE``); ``task`` and ``image_size`` then do not apply, and ``seed`` goes to the
+env's ``seed()``. Its cloud needs ``agent_cams`` and colour and
 depth images in its observations; without them ``~/output/points`` stays silent and the log
 says why. A factory that cannot be loaded or fails is not replaced by our simulator (that would
 pass off our scene as the requested one): the node logs the reason, publishes it as
@@ -44,6 +48,7 @@ from pointmoe_core.plan.pose_sequence import PickPlace, PoseSequence
 from pointmoe_core.plan.train_pose_dit import object_instances
 from pointmoe_core.sim import TASKS, ActionRefused, EnvConfig, Oracle, RavensBridge, TabletopEnv
 from pointmoe_core.sim.bridge import EpisodeRunner, NoCloud, env_from_factory
+from pointmoe_core.sim.lohoravens import make_env
 from pointmoe_ros.msg import PoseSequence as PoseSequenceMsg
 from pointmoe_ros.plan_msgs import sequence_from_msg, sequence_to_msg
 from pointmoe_ros.spin import spin_until_shutdown
@@ -65,6 +70,8 @@ class SimBridgeNode(Node):
         self.frame_id = self.declare_parameter("frame_id", "map").value
         use_oracle = bool(self.declare_parameter("use_oracle", False).value)
         env_factory = self.declare_parameter("env_factory", "").value
+        lohoravens_root = self.declare_parameter("lohoravens_root", "").value
+        lohoravens_mode = self.declare_parameter("lohoravens_mode", "test").value
         auto_reset_s = float(self.declare_parameter("auto_reset_s", 0.0).value)
         self.status_pub = self.create_publisher(String, "~/output/status", LATCHED_QOS)
         self.points_pub = self.create_publisher(PointCloud2, "~/output/points", qos_profile_sensor_data)
@@ -72,7 +79,10 @@ class SimBridgeNode(Node):
         self.oracle_pub = self.create_publisher(PoseSequenceMsg, "~/output/oracle_plan", LATCHED_QOS)
         self.cloud_msg: PointCloud2 | None = None
         try:
-            env = env_from_factory(env_factory) if env_factory else self.tabletop_env(task_name, image_size)
+            if lohoravens_root:
+                env = make_env(task_name, lohoravens_mode, lohoravens_root)
+            else:
+                env = env_from_factory(env_factory) if env_factory else self.tabletop_env(task_name, image_size)
             self.bridge = RavensBridge(env)
             # only our env exposes the true scene the oracle plans from
             self.use_oracle = use_oracle and isinstance(env, TabletopEnv)
@@ -92,7 +102,8 @@ class SimBridgeNode(Node):
         self.timer = self.create_timer(1.0 / rate_hz, self.publish_cloud)
         if auto_reset_s > 0:
             self.auto_reset_timer = self.create_timer(AUTO_RESET_CHECK_S, self.auto_reset)
-        source = env_factory or f"{task_name} (seed {seed})"
+        source = (f"LoHoRavens {task_name} ({lohoravens_mode}, seed {seed})" if lohoravens_root
+                  else env_factory or f"{task_name} (seed {seed})")
         self.get_logger().info(f"{source}: {self.bridge.instruction!r}")
 
     @staticmethod
