@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pointmoe_core.cli_args import positive_int
 from pointmoe_core.io import (
     BagWriter,
     PointCloud,
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {_shown(DEFAULT_PLANNER)})")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
                         help=f"LoHoRavens tasks (default {' '.join(DEFAULT_TASKS)})")
-    parser.add_argument("--episodes", type=int, default=2, help="episodes per task (default 2)")
+    parser.add_argument("--episodes", type=positive_int, default=2, help="episodes per task (default 2)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the first episode, then +1 each (default {DEFAULT_SEED}: layouts that no "
                              "default checkpoint was trained on)")

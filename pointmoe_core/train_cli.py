@@ -6,21 +6,44 @@ which tasks this install knows instead of guessing.
 Everything after TASK is parsed here, options and ``key=value`` overrides in any order
 (``seg --config f.yaml epochs=2 --resume``): argparse cannot take positionals on both sides of
 an option inside a subcommand, so the subcommand parser hands the rest over whole.
+
+``key=value`` overrides are checked against the task's config dataclass before anything loads:
+an unknown key or a value of the wrong type (``max_steps=abc``) is a usage error naming both.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import types
+import typing
+from typing import Any
 
-# task name -> "module:function" taking the parsed args and returning a summary dict
+import yaml
+
+from .cli_args import ArgumentParser, UsageError
+
+# task name -> "module:function" taking the parsed args and returning a summary dict, and
+# "module:class" of its config (what `key=value` overrides set)
 TASKS: dict[str, str] = {
     "seg": "pointmoe_core.train.seg_trainer:train_from_args",
     "pose-dit": "pointmoe_core.plan.train_pose_dit:train_from_args",
     "planner": "pointmoe_core.plan.train_planner:train_from_args",
 }
+CONFIGS: dict[str, str] = {
+    "seg": "pointmoe_core.train.seg_trainer:SegTrainConfig",
+    "pose-dit": "pointmoe_core.plan.train_pose_dit:PoseDiTTrainConfig",
+    "planner": "pointmoe_core.plan.train_planner:PlannerTrainConfig",
+}
 
 
-def task_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pointmoe train TASK", description="options of every training task")
+def _load(target: str) -> Any:
+    module_name, name = target.split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def task_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="pointmoe train TASK", description="options of every training task")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--batch-from-single-dataset", action="store_true",
@@ -40,13 +63,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.task is None:
+        raise UsageError(f"pointmoe train: name a task: {', '.join(sorted(TASKS))}")
     if args.task not in TASKS:
-        known = ", ".join(sorted(TASKS)) or "none in this version"
-        print(f"pointmoe train: unknown task {args.task!r}; trainable tasks: {known}")
-        return {"ok": False, "error": "unknown task", "task": args.task, "tasks": sorted(TASKS)}
-    import importlib
-
+        raise UsageError(f"pointmoe train: unknown task {args.task!r}; trainable tasks: {', '.join(sorted(TASKS))}")
     options = task_parser().parse_intermixed_args(args.options)
     options.task = args.task
-    module_name, function_name = TASKS[args.task].split(":")
-    return getattr(importlib.import_module(module_name), function_name)(options)
+    check_overrides(_load(CONFIGS[args.task]), options.overrides)
+    return _load(TASKS[args.task])(options)
+
+
+def check_overrides(config_class: type, overrides: list[str]) -> None:
+    """Raise ``UsageError`` for an override that is not ``key=value``, names no field of ``config_class``
+    (dotted keys reach into nested configs) or gives a value its field's type cannot hold. Values are
+    YAML, as the configs read them; fields typed as free dicts take any keys below them."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"override {item!r} is not key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UsageError(f"override {item!r}: the value is not YAML ({' '.join(str(error).split())})") from None
+        owner: Any = config_class
+        for depth, name in enumerate(key.split(".")):
+            if not (isinstance(owner, type) and dataclasses.is_dataclass(owner)):
+                break  # a free-form dict field: its keys are the trainer's to check
+            known = [field.name for field in dataclasses.fields(owner)]
+            if name not in known:
+                raise UsageError(f"override {key}: {owner.__name__} has no field {name!r}; fields: {', '.join(known)}")
+            kind = typing.get_type_hints(owner)[name]
+            if depth == len(key.split(".")) - 1 and not _fits(value, kind):
+                raise UsageError(f"override {item!r}: {key} takes {_type_name(kind)}, not {value!r}")
+            owner = kind
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if origin in (tuple, list) or kind in (tuple, list):
+        return isinstance(value, list)
+    if origin is dict or kind is dict or dataclasses.is_dataclass(kind):
+        return isinstance(value, dict)
+    return True  # a type this check does not model: the config itself decides
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")

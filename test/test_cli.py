@@ -32,8 +32,8 @@ def test_bag_write_then_info(tmp_path, capsys):
 
 
 def test_train_reports_unknown_task(capsys):
-    assert cli.train_main(["no-such-task", "--json", "--ros-args", "-p", "x:=1"]) == 1
-    assert _last_json_line(capsys)["error"] == "unknown task"
+    assert cli.train_main(["no-such-task", "--json", "--ros-args", "-p", "x:=1"]) == 2  # a usage error
+    assert "unknown task 'no-such-task'" in _last_json_line(capsys)["error"]
 
 
 def test_demo_on_generated_scene(tmp_path, capsys):

@@ -5,6 +5,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from pointmoe_core.cli_args import UsageError, device, positive_float
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -15,17 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     write.add_argument("clouds", nargs="+", help=".pcd/.ply/KITTI .bin/.npz files, or 'synthetic'")
     write.add_argument("--topic", default="/points")
     write.add_argument("--frame-id", default="map")
-    write.add_argument("--rate-hz", type=float, default=10.0, help="stamps advance by 1/rate per cloud")
+    write.add_argument("--rate-hz", type=positive_float, default=10.0, help="stamps advance by 1/rate per cloud")
     segment = actions.add_parser(
         "segment", help="segment every cloud on a topic into a new bag, with what perception_node publishes")
     segment.add_argument("in_bag", type=Path, help="rosbag2 folder (sqlite3 or mcap)")
     segment.add_argument("out_bag", type=Path, help="new rosbag2 folder: the input plus the outputs")
     segment.add_argument("--topic", default="/points", help="PointCloud2 topic to segment")
-    segment.add_argument("--checkpoint", help="model checkpoint (ours, or official with --config)")
-    segment.add_argument("--config", default="tiny",
-                         help="model preset or YAML: the model of an official checkpoint, or an "
-                              "untrained model when no checkpoint is given")
-    segment.add_argument("--device", default="cpu")
+    segment.add_argument("--checkpoint", help="model checkpoint (ours carries its config; official ones need --config)")
+    segment.add_argument("--config",
+                         help="model preset or YAML: overrides the checkpoint's own config (an official checkpoint "
+                              "needs it); without a checkpoint, the untrained model (default tiny)")
+    segment.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or auto")
     segment.add_argument("--class-names", nargs="+", help="vocabulary for the text head (default: the model's)")
     segment.add_argument("--expert-layer", help="MoE layer whose expert ids colour the experts cloud")
     segment.add_argument("--output-prefix", default="/perception_node/output",
@@ -77,11 +79,23 @@ def bag_segment(args: argparse.Namespace) -> dict:
     from pointmoe_core.perception import info_fields, segment_message
     from pointmoe_core.seg.segmenter import Segmenter
 
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([args.in_bag]) as reader:  # before the model loads: a wrong topic fails at once
+        topics = sorted({connection.topic for connection in reader.connections})
+    if args.topic not in topics:
+        raise UsageError(f"no topic {args.topic} in {args.in_bag}; its topics: {', '.join(topics)}")
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.checkpoint:
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device, config=args.config)
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, config=args.config)
     else:
-        print(f"no --checkpoint: segmenting with an untrained {args.config!r} model")
-        segmenter = Segmenter.from_config(args.config, device=args.device)
+        config = args.config or "tiny"
+        print(f"no --checkpoint: segmenting with an untrained {config!r} model")
+        segmenter = Segmenter.from_config(config, device=device)
     typestore = pointmoe_typestore()
     info_type = typestore.types["pointmoe_ros/msg/SegmentationInfo"]
     clouds, warnings = 0, 0
@@ -101,4 +115,5 @@ def bag_segment(args: argparse.Namespace) -> dict:
                               msg_from_cloud(cloud, header=msg.header, msg_class="rosbags"), t_ns)
             bag.write(f"{args.output_prefix}/info", info_type(header=msg.header, **info_fields(result.summary)), t_ns)
     print(f"segmented {clouds} clouds from {args.topic} into {args.out_bag} ({warnings} warnings)")
-    return {"ok": clouds > 0, "bag": str(args.out_bag), "clouds": clouds, "warnings": warnings}
+    summary = {"ok": clouds > 0, "bag": str(args.out_bag), "clouds": clouds, "warnings": warnings}
+    return summary if clouds else {**summary, "error": f"no message on {args.topic} in {args.in_bag}"}
