@@ -1,9 +1,34 @@
-"""The one way our nodes run: spin until done, Ctrl-C or SIGTERM, then shut down quietly."""
-from typing import Callable
+"""The one way our nodes run: start, spin until done, Ctrl-C or SIGTERM, then shut down quietly.
+
+``run`` initialises rclpy without its signal handlers: those only shut the context down, which
+cannot stop Python work in progress (a model loading for a minute loads on, then fails on the dead
+context, and launch has to kill the process). Here SIGINT and SIGTERM raise ``KeyboardInterrupt``
+in the main thread wherever it is, loading included, and the node exits 0 within launch's window.
+"""
+import signal
+from typing import Callable, TypeVar
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+NodeT = TypeVar("NodeT", bound=Node)
+
+
+def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool] = lambda node: False) -> int:
+    """Initialise rclpy, build the node, spin it until ``done(node)``, SIGINT or SIGTERM; exit status 0."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # launch escalates SIGINT to SIGTERM
+    try:
+        node = make_node()
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
+    return spin_until_shutdown(node, lambda: done(node))
 
 
 def spin_until_shutdown(node: Node, done: Callable[[], bool] = lambda: False) -> int:
@@ -12,7 +37,23 @@ def spin_until_shutdown(node: Node, done: Callable[[], bool] = lambda: False) ->
             rclpy.spin_once(node, timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C, or SIGTERM from launch
+    except RCLError:
+        if rclpy.ok():
+            raise
+        # the context went down while a callback was using it: shutting down is all that is left
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def autostart(node) -> None:
+    """Configure and activate a lifecycle node whose ``autostart`` parameter is true; a failed configure
+    leaves it unconfigured (its reason already logged), to be configured again once fixed."""
+    if not node.get_parameter("autostart").value:
+        return
+    if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        node.trigger_activate()
+    else:
+        node.get_logger().error("configure failed: the node stays unconfigured and keeps serving its "
+                                "lifecycle services")
