@@ -94,7 +94,9 @@ class CameraConfig:
 FRONT = CameraConfig("front", (1.0, 0.0, 0.75), _euler_quat(np.pi / 4, np.pi, -np.pi / 2))
 LEFT = CameraConfig("left", (0.0, 0.5, 0.75), _euler_quat(np.pi / 4.5, np.pi, np.pi / 4))
 RIGHT = CameraConfig("right", (0.0, -0.5, 0.75), _euler_quat(np.pi / 4.5, np.pi, 3 * np.pi / 4))
-TOP = CameraConfig("top", (0.5, 0.0, 0.55), _euler_quat(0.0, np.pi, -np.pi / 2))
+# LoHoRavens lists the top camera's intrinsics as (450 // 1.42, ..., 450, ...) and renders with the first
+TOP = CameraConfig("top", (0.5, 0.0, 0.55), _euler_quat(0.0, np.pi, -np.pi / 2),
+                   intrinsics=(450.0 // 1.42, 0.0, 320.0, 0.0, 450.0 // 1.42, 240.0, 0.0, 0.0, 1.0))
 DEFAULT_CAMERAS = (FRONT, LEFT, RIGHT, TOP)
 
 

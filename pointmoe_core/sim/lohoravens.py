@@ -214,6 +214,12 @@ class RavensTaskEnv:
         if task not in registry:
             raise ValueError(f"{checkout.package_dir} has no task {task!r}; it has: {', '.join(sorted(registry))}")
         environment = import_module(checkout, "environments.environment").Environment
+        import pybullet
+
+        if pybullet.isConnected(0):
+            # Ravens sends every PyBullet call to the default connection: it would drive that world
+            raise CheckoutError("PyBullet's default connection is already in use in this process (another "
+                                "Ravens env, or a TabletopEnv): close it before making a Ravens env")
         self.checkout, self.task_name, self.mode = checkout, task, mode
         self.task_class = registry[task]
         kwargs = {"record_cfg": dict(_NO_RECORDING)} if checkout.is_lohoravens else {}

@@ -3,8 +3,8 @@
 Colours are CLIPort/LoHoRavens' Tableau palette (``utils.COLORS``) with their train/test splits.
 Blocks are the smaller (4 cm, ``stacking/block.urdf``) and bigger (6 cm,
 ``stacking/bigger_block.urdf``) cubes; bowls match ``bowl/bowl.urdf`` (12 cm across, 3.5 cm
-tall, fixed) as a floor disc inside a ring of thin wall boxes; zones are flat, visual-only squares
-like ``zone/zone.urdf``. Every body carries a semantic class name, which the fused point cloud
+tall, fixed) as a floor disc inside a ring of thin wall boxes; zones are flat, visual-only square
+outlines like ``zone/zone.urdf``. Every body carries a semantic class name, which the fused point cloud
 uses as its label.
 """
 from __future__ import annotations
@@ -35,6 +35,8 @@ BOWL_HEIGHT = 0.035
 BOWL_FLOOR = 0.005  # thickness of the bowl's floor disc
 BOWL_WALLS = 16  # wall boxes in the ring
 ZONE_THICKNESS = 0.001
+ZONE_OUTLINE_SIDE = 0.12  # zone.obj (20 units) at zone.urdf's scale 0.006
+ZONE_BORDER = 0.006  # its strips are 1 unit wide
 TABLE_GRAY = (0.2, 0.2, 0.2)  # Ravens' dark workspace board
 FRICTION = 1.0  # Ravens' lateral_friction for blocks, bowls and the plane
 
@@ -146,11 +148,18 @@ def add_bowl(client: int, color: str, pose: Pose) -> SceneObject:
 
 
 def add_zone(client: int, color: str, pose: Pose, side: float) -> SceneObject:
-    """A flat coloured square of ``side`` metres lying on the table, seen but never touched."""
-    half = [side / 2, side / 2, ZONE_THICKNESS / 2]
-    body = pybullet.createMultiBody(
-        0, -1, pybullet.createVisualShape(pybullet.GEOM_BOX, halfExtents=half, rgbaColor=_rgba(color),
-                                          physicsClientId=client),
-        basePosition=[pose[0][0], pose[0][1], ZONE_THICKNESS / 2], baseOrientation=pose[1],
+    """A zone lying on the table, seen but never touched: like LoHoRavens' ``zone/zone.urdf``, a
+    square outline ZONE_OUTLINE_SIDE across with ZONE_BORDER wide strips, whatever ``side`` (the
+    square the task scores, 0.1 or 0.15 m there too) says."""
+    half_side, half_border = ZONE_OUTLINE_SIDE / 2, ZONE_BORDER / 2
+    strip = half_side - half_border  # centre line of each strip
+    long_half = [half_side, half_border, ZONE_THICKNESS / 2]
+    short_half = [half_border, half_side - ZONE_BORDER, ZONE_THICKNESS / 2]
+    visual = pybullet.createVisualShapeArray(
+        shapeTypes=[pybullet.GEOM_BOX] * 4, halfExtents=[long_half, long_half, short_half, short_half],
+        visualFramePositions=[[0, strip, 0], [0, -strip, 0], [strip, 0, 0], [-strip, 0, 0]],
         physicsClientId=client)
-    return SceneObject(body, "zone", (side, side, ZONE_THICKNESS), color)
+    body = pybullet.createMultiBody(0, -1, visual, basePosition=[pose[0][0], pose[0][1], ZONE_THICKNESS / 2],
+                                    baseOrientation=pose[1], physicsClientId=client)
+    pybullet.changeVisualShape(body, -1, rgbaColor=_rgba(color), physicsClientId=client)
+    return SceneObject(body, "zone", (ZONE_OUTLINE_SIDE, ZONE_OUTLINE_SIDE, ZONE_THICKNESS), color)

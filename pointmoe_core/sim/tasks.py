@@ -22,7 +22,7 @@ from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from .objects import BLOCK_SIZES, BOWL_DIAMETER, BOWL_FLOOR, COLOR_SPLITS, SceneObject
+from .objects import BLOCK_SIZES, BOWL_DIAMETER, BOWL_FLOOR, COLOR_SPLITS, COLORS, SceneObject
 from .poses import WORKSPACE_BOUNDS, Pose, quat_matrix, quat_yaw, yaw_difference, yaw_quat
 
 POSITION_TOLERANCE = 0.01  # metres in xy, Ravens' pos_eps
@@ -33,6 +33,7 @@ CUBE_SYMMETRY = np.pi / 2
 ZONE_SIDE = 0.1  # LoHoRavens' zone_size for stacking zones
 BIG_ZONE_SIDE = 0.15  # and for zones that hold several blocks side by side
 SUCCESS_SCORE = 0.99
+MAX_DISTRACTORS = 6  # LoHoRavens' matching-bowl scenes add up to six distractor blocks or bowls
 # the suction tip on top of a stack must stay inside the workspace
 MAX_STACK_HEIGHT = WORKSPACE_BOUNDS[2, 1] - BLOCK_SIZES["smaller"]
 
@@ -288,9 +289,15 @@ def _bigger_first(blocks: Sequence[SceneObject]) -> list[SceneObject]:
 
 
 class PickAndPlacePrimitive(Task):
-    """A. Pick up one block and place it on a block, in a bowl or on a zone (one step)."""
+    """A. Pick up one block and place it on a block, in a bowl or on a zone (one step). As in
+    LoHoRavens, its colours come from all eleven in either split (the primitive follows Inner
+    Monologue's setting)."""
 
     name = "pick-and-place-primitive"
+
+    @property
+    def colors(self) -> tuple[str, ...]:
+        return tuple(COLORS)
 
     def build(self, scene, rng, layout):
         bowl_colors = self.pick_colors(rng, int(rng.integers(2, 4)))
@@ -327,9 +334,22 @@ class PutBlockIntoMatchingBowl(Task):
     mismatching: ClassVar[bool] = False
 
     def build(self, scene, rng, layout):
-        colors = self.pick_colors(rng, int(rng.integers(2, 6)))
-        bowls = [self.add_bowl(scene, layout, c) for c in colors]
+        # LoHoRavens: 5-7 bowls, a block for each of the first 5..bowls of them, then up to 6
+        # distractor blocks or bowls in the colours left over of all eleven
+        bowl_colors = self.pick_colors(rng, int(rng.integers(5, 8)))
+        colors = bowl_colors[:int(rng.integers(5, len(bowl_colors) + 1))]
+        bowls = [self.add_bowl(scene, layout, c) for c in bowl_colors]
         blocks = [self.add_block(scene, layout, c, "smaller") for c in colors]
+        spare = [str(c) for c in rng.permutation([c for c in COLORS if c not in bowl_colors])]
+        for color in spare[:MAX_DISTRACTORS]:
+            try:
+                if rng.random() > 0.5:
+                    self.add_block(scene, layout, color, "smaller")
+                else:
+                    self.add_bowl(scene, layout, color)
+            except LayoutError:
+                break  # a full table: LoHoRavens stops adding distractors too
+        bowls = bowls[:len(colors)]
         same = np.eye(len(colors), dtype=bool)
         self.goals = [Goal([b.body_id for b in blocks], [_in_bowl(scene.object_pose(b.body_id)) for b in bowls],
                            ~same if self.mismatching else same, 1.0, symmetry=0.0,
@@ -393,13 +413,16 @@ class PutEvenBlocksInSameColorZone(Task):
     name = "put-even-blocks-in-same-color-zone"
 
     def build(self, scene, rng, layout):
-        colors = self.pick_colors(rng, int(rng.integers(2, 4)))
-        counts = rng.integers(1, 5, size=len(colors))
-        while not np.any(counts % 2 == 0) or counts.sum() > 10:
-            counts = rng.integers(1, 5, size=len(colors))
+        # LoHoRavens' counts: n blocks of n_colors colours in turn, some colour with an even count
+        n_colors = int(rng.integers(2, 4))
+        colors = self.pick_colors(rng, n_colors)
+        counts = np.zeros(n_colors, int)
+        while not np.any((counts % 2 == 0) & (counts > 0)):
+            n_blocks = int(rng.integers(n_colors + 1, min(4 * n_colors, 10)))
+            counts = np.bincount(np.arange(n_blocks) % n_colors, minlength=n_colors)
         zones = [self.add_zone(scene, layout, c, BIG_ZONE_SIDE) for c in colors]
         blocks = {c: [self.add_block(scene, layout, c, "smaller") for _ in range(n)] for c, n in zip(colors, counts)}
-        even = [(c, z) for c, z, n in zip(colors, zones, counts) if n % 2 == 0]
+        even = [(c, z) for c, z, n in zip(colors, zones, counts) if n % 2 == 0 and n > 0]
         for color, zone in even:
             zone_pose = scene.object_pose(zone.body_id)
             members = [b.body_id for b in blocks[color]]

@@ -41,10 +41,12 @@ def test_reset_is_well_posed(name, make_env):
         task = env.task
         assert task.instruction and task.goals and task.score == 0.0 and not task.success
         assert sum(goal.weight for goal in task.goals) == pytest.approx(1.0)
-        colors = {obj.color for obj in env.objects.values() if obj.color}
-        assert colors <= set(TEST_COLORS)
+        # the objects a goal is about come in the task's colours (the test split, or all eleven for
+        # the pick-and-place primitive, as LoHoRavens draws them); distractors may take any colour
+        assert set(task.colors) <= set(TEST_COLORS) or name == "pick-and-place-primitive"
         for goal in task.goals:
             assert all(env.objects[body].movable for body in goal.objects)
+            assert {env.objects[body].color for body in goal.objects} <= set(task.colors)
         plan = Oracle(env).plan()
         assert 1 <= len(plan) <= task.max_steps
         for step in plan:
@@ -64,8 +66,8 @@ def test_same_seed_same_scene_and_splits_differ(make_env):
     for seed in range(6):
         train.reset(seed)
         test.reset(seed)
-        seen_train |= {o.color for o in train.objects.values() if o.color}
-        seen_test |= {o.color for o in test.objects.values() if o.color}
+        seen_train |= {train.objects[body].color for body in train.task.goals[0].objects}
+        seen_test |= {test.objects[body].color for body in test.task.goals[0].objects}
     assert seen_train <= set(TRAIN_COLORS) and seen_test <= set(TEST_COLORS)
     assert seen_train & {"yellow", "brown", "gray", "cyan"} and seen_test & {"orange", "purple", "pink", "white"}
 
@@ -76,3 +78,20 @@ def test_oracle_succeeds_on_20_seeds(name, make_env, solve):
     env = make_env(name)
     results = [solve(env, seed)[0] for seed in range(20)]
     assert np.mean(results) >= 0.95, f"{name}: oracle solved {sum(results)}/20"
+
+
+def test_scenes_are_as_crowded_as_lohoravens(make_env):
+    """LoHoRavens' matching-bowl scenes: 5-7 bowls, 5 or more blocks, distractors in the colours
+    left over; its even-blocks scenes: 2-3 colours dealt in turn to 3-9 blocks."""
+    bowls = make_env("put-block-into-matching-bowl", split="test")
+    even = make_env("put-even-blocks-in-same-color-zone", split="test")
+    for seed in range(3):
+        bowls.reset(seed)
+        kinds = [o.kind for o in bowls.objects.values()]
+        goal_blocks = bowls.task.goals[0].objects
+        assert kinds.count("bowl") >= 5 and len(goal_blocks) >= 5
+        assert kinds.count("bowl") + kinds.count("block") > 2 * len(goal_blocks)  # distractors
+        even.reset(seed)
+        colors = [o.color for o in even.objects.values() if o.kind == "block"]
+        counts = sorted(colors.count(c) for c in set(colors))
+        assert 2 <= len(counts) <= 3 and 3 <= len(colors) <= 9 and counts[-1] - counts[0] <= 1
