@@ -4,14 +4,13 @@ A stand-in sensor for trying the perception pipeline without a camera:
 
     ros2 run pointmoe_ros cloud_publisher --ros-args -p source:=scan.pcd -p rate_hz:=2.0
 """
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 
 from pointmoe_core.io import msg_from_cloud
 from pointmoe_core.io.sources import load_cloud
-from pointmoe_ros.spin import spin_until_shutdown
+from pointmoe_ros.spin import run
 
 
 class CloudPublisher(Node):
@@ -40,6 +39,4 @@ class CloudPublisher(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = CloudPublisher()
-    return spin_until_shutdown(node, node.done)
+    return run(CloudPublisher, args, CloudPublisher.done)
