@@ -146,3 +146,49 @@ def test_hostile_messages_never_kill_the_node(ros_install, rclpy_context, tmp_pa
     log_text = log_path.read_text()
     assert process.returncode == 0 and "Traceback" not in log_text, log_text
     assert "seg_default.safetensors" in log_text  # the shipped checkpoint, found through the share
+
+
+def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install, rclpy_context, tmp_path):
+    """A checkpoint that does not load: the node says why, stays up unconfigured, and configures once the
+    parameter is fixed (the README's `model_config` override of a checkpoint that carries its own)."""
+    rclpy = rclpy_context
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    shipped = ros_install / "share/pointmoe_ros/checkpoints/seg_default.safetensors"
+    log_path = tmp_path / "perception_node.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(ros_install / "lib/pointmoe_ros/perception_node"), "--ros-args", "-r", "__node:=unfit_node",
+             "-p", "autostart:=true", "-p", "device:=cpu", "-p", f"checkpoint:={shipped}", "-p", "model_config:=tiny"],
+            stdout=log, stderr=subprocess.STDOUT)
+    node = rclpy.create_node("perception_node_configure_test")
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=60), client.srv_name
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=120)
+        assert future.done(), client.srv_name
+        return future.result()
+
+    try:
+        get_state = node.create_client(GetState, "/unfit_node/get_state")
+        deadline = time.monotonic() + 120
+        while "cannot configure" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert call(get_state, GetState.Request()).current_state.label == "unconfigured"
+        assert process.poll() is None
+        fixed = Parameter(name="model_config", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=""))
+        assert call(node.create_client(SetParameters, "/unfit_node/set_parameters"),
+                    SetParameters.Request(parameters=[fixed])).results[0].successful
+        configure = ChangeState.Request()
+        configure.transition.id = 1
+        assert call(node.create_client(ChangeState, "/unfit_node/change_state"), configure).success
+        assert call(get_state, GetState.Request()).current_state.label == "inactive"
+    finally:
+        node.destroy_node()
+        process.terminate()
+        process.wait(timeout=30)
+    text = log_path.read_text()
+    assert "carries its own config 'tiny-tabletop'" in text and "Traceback" not in text and process.returncode == 0, text

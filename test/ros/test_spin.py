@@ -1,0 +1,62 @@
+"""How our nodes stop (pointmoe_ros.spin.run): SIGINT or SIGTERM ends them with status 0 within a
+second or two, even in the middle of loading a model, which rclpy's own signal handling cannot stop."""
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+
+def _start(ros_install, tmp_path, executable: str, *parameters: str) -> tuple[subprocess.Popen, object]:
+    log = open(tmp_path / f"{executable}.log", "w+")
+    args = [arg for parameter in parameters for arg in ("-p", parameter)]
+    return subprocess.Popen([str(ros_install / "lib/pointmoe_ros" / executable), "--ros-args", *args],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path), log
+
+
+def _stopped_within(process: subprocess.Popen, how: int, seconds: float) -> float:
+    start = time.monotonic()
+    process.send_signal(how)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"still running {seconds} s after signal {how}")
+    return time.monotonic() - start
+
+
+def _wait_for(log, text: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        log.seek(0)
+        if text in log.read():
+            return
+        time.sleep(0.2)
+    log.seek(0)
+    pytest.fail(f"{text!r} not logged:\n{log.read()}")
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_planner_node_stops_while_its_llm_loads(ros_install, tmp_path, how):
+    process, log = _start(ros_install, tmp_path, "planner_node", "planner:=3d_moe",
+                          "checkpoint:=checkpoints/planner_3d_moe", "device:=cpu")  # the shipped one, from the share
+    _wait_for(log, "loading the 3d_moe planner from", 60)
+    _stopped_within(process, how, 5)
+    log.seek(0)
+    text = log.read()
+    assert process.returncode == 0 and "Traceback" not in text and "ready on" not in text, text
+
+
+def test_cloud_publisher_and_perception_node_stop_on_sigint(ros_install, tmp_path):
+    publisher, publisher_log = _start(ros_install, tmp_path, "cloud_publisher", "rate_hz:=20.0")
+    perception, perception_log = _start(ros_install, tmp_path, "perception_node", "autostart:=true", "device:=cpu",
+                                        "max_points:=5000")
+    _wait_for(perception_log, "ready on cpu", 120)
+    for process, log in ((publisher, publisher_log), (perception, perception_log)):
+        _stopped_within(process, signal.SIGINT, 5)
+        log.seek(0)
+        text = log.read()
+        assert process.returncode == 0 and "Traceback" not in text and "context is invalid" not in text, text
