@@ -130,7 +130,7 @@ def segment_cloud(cloud: PointCloud, segmenter, mapping: InputMapping | None = N
     segmented = PointCloud(xyz=cloud.xyz[keep], rgb=colorize(labels, count), label=labels.astype(np.int32),
                            score=scores.astype(np.float32), origin=cloud.origin)
     experts = None
-    if expert_layer is not None:
+    if expert_layer is not None and keep.any():  # no point ran through the network: no routing to show
         if result.experts and expert_layer in result.experts:
             expert_ids = result.experts[expert_layer][keep]
             experts = PointCloud(xyz=segmented.xyz, rgb=colorize(expert_ids, segmenter.config.backbone.num_experts),

@@ -39,6 +39,7 @@ class PerceptionNode(LifecycleNode):
         self.declare_parameter("checkpoint", "")
         self.declare_parameter("model_config", "")
         self.declare_parameter("device", "auto")
+        self.declare_parameter("torch_threads", 0)
         self.declare_parameter("class_names", [""])
         self.declare_parameter("max_points", 200_000)
         self.declare_parameter("use_rgb", True)
@@ -84,11 +85,13 @@ class PerceptionNode(LifecycleNode):
     def load_segmenter(self):
         from pointmoe_core.seg.segmenter import Segmenter
 
+        import torch
+
         device = self.parameter("device")
         if device == "auto":
-            import torch
-
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.parameter("torch_threads") > 0:
+            torch.set_num_threads(self.parameter("torch_threads"))
         options = {"max_points": int(self.parameter("max_points"))}
         # empty: the checkpoint's own config; set, it overrides (an official checkpoint needs it)
         model_config = self.parameter("model_config") or None

@@ -45,6 +45,22 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_and_no_temp_file(t
     assert ckpt.load_checkpoint(tmp_path)["step"] == 1
 
 
+def test_the_temporary_file_of_a_killed_write_is_removed_by_the_next_save(tmp_path):
+    ckpt.save_checkpoint(tmp_path, {"w": torch.zeros(2)}, step=1, epoch=0)
+    left = tmp_path / ".step_00000002.pt.k1ll3d.tmp"  # what kill -9 during torch.save leaves
+    left.write_bytes(b"")
+    ckpt.save_checkpoint(tmp_path, {"w": torch.ones(2)}, step=2, epoch=0)
+    assert not left.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert ckpt.load_checkpoint(tmp_path)["w"].tolist() == [1.0, 1.0]
+
+
+def test_non_finite_tensors_are_named(tmp_path):
+    ckpt.check_finite({"fine": torch.ones(3), "steps": torch.tensor([1, 2])}, "ok.pt")  # integers never are
+    with pytest.raises(ValueError, match=r"bad.pt has non-finite \(NaN/Inf\) weights in 2 tensors: a, c"):
+        ckpt.check_finite({"a": torch.tensor([float("nan")]), "b": torch.ones(1), "c": torch.tensor([float("inf")])},
+                          "bad.pt")
+
+
 def test_prune_keeps_the_newest(tmp_path):
     for step in range(1, 5):
         ckpt.save_checkpoint(tmp_path, payload(step), step=step, epoch=0)
