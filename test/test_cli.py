@@ -1,5 +1,6 @@
 """Every `pointmoe` subcommand has --help and --json; bag and demo work end to end."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +83,16 @@ def test_bag_segment_round_trips_real_scans(shared_data, tmp_path, capsys):
         labels = cloud_from_msg(seg_msg).label
         assert len(labels) == valid_points and info.points_in - info.points_dropped == valid_points
         assert np.bincount(labels, minlength=len(info.class_names)).tolist() == info.class_point_counts.tolist()
+
+
+def test_bag_segment_with_the_shipped_checkpoint_uses_its_own_config(tmp_path, capsys):
+    """The README's `bag segment ... --checkpoint checkpoints/seg_default.safetensors`, no --config."""
+    from pointmoe_core.io import read_bag
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints/seg_default.safetensors"
+    assert cli.main(["bag", "write", str(tmp_path / "in"), "synthetic", "--topic", "/points"]) == 0
+    assert cli.main(["bag", "segment", str(tmp_path / "in"), str(tmp_path / "out"), "--topic", "/points",
+                     "--checkpoint", str(shipped), "--json"]) == 0
+    assert _last_json_line(capsys)["clouds"] == 1
+    info = next(msg for topic, _, msg in read_bag(tmp_path / "out") if topic == "/perception_node/output/info")
+    assert "block" in info.class_names and not info.warnings and info.points_dropped == 0
