@@ -149,12 +149,8 @@ class Segmenter:
         raw_xyz = coord[keep] if origin is None else (coord[keep].astype(np.float64) - origin).astype(np.float32)
         inputs = self._prepare(raw_xyz, {k: None if v is None else v[keep] for k, v in parts.items()},
                                result.warnings)
+        _check_extent(inputs["coord"], self.input.grid_size)
         grid = grid_sample(inputs["coord"], self.input.grid_size)
-        extent = int(grid.grid_coord.max(initial=0)) + 1
-        if extent > 1 << MAX_DEPTH:
-            span = float(np.ptp(inputs["coord"], axis=0).max())
-            raise ValueError(f"the cloud spans {span:.0f} m, {extent} voxels of {self.input.grid_size} m, beyond the "
-                             f"{1 << MAX_DEPTH} per axis the serialization orders: limit it with max_range")
         result.num_voxels = grid.num_voxels
         run, source = self._voxels_to_run(grid, result.warnings)
         labels, scores, experts = self._run_fragments(grid, run, source, inputs, raw_xyz, table, columns,
@@ -361,6 +357,17 @@ def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range:
             warnings.append(f"dropped {int(far.sum())} of {n} points farther than max_range={max_range:g} m from "
                             "the cloud's median point (label -1, score 0)")
     return valid, origin, warnings
+
+
+def _check_extent(coord: np.ndarray, grid_size: float) -> None:
+    """Refuse a cloud wider than the serialization's ``2**MAX_DEPTH`` voxels per axis, as grid_sample
+    will voxelise it, before anything is allocated for it."""
+    scaled = np.asarray(coord, np.float64) / grid_size
+    extent = int((np.floor(scaled.max(0)) - np.floor(scaled.min(0))).max()) + 1
+    if extent > 1 << MAX_DEPTH:
+        span = float(np.ptp(coord, axis=0).max())
+        raise ValueError(f"the cloud spans {span:.0f} m, {extent} voxels of {grid_size} m, beyond the "
+                         f"{1 << MAX_DEPTH} per axis the serialization orders: limit it with max_range")
 
 
 def _rows(value: ArrayLike | None, name: str, n: int | None, width: int) -> np.ndarray | None:

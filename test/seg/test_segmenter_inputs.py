@@ -31,9 +31,11 @@ def test_far_and_corrupt_points_are_dropped_and_counted(segmenter, make_room):
 def test_a_cloud_spanning_more_than_the_serialization_orders_is_refused(segmenter, make_room):
     room = make_room(500, 2)
     coord = room["coord"].copy()
-    coord[0] = [1e5, 0, 0]  # no max_range: the span itself is the limit
-    with pytest.raises(ValueError, match="beyond the 65536 per axis the serialization orders: limit it with max_range"):
-        segmenter.predict(coord, room["color"], room["normal"])
+    for far in (1e5, 9e7):  # no max_range: the span itself is the limit, however far below 1e8 m
+        coord[0] = [far, 0, 0]
+        with pytest.raises(ValueError, match="beyond the 65536 per axis the serialization orders: limit it with "
+                                             "max_range"):
+            segmenter.predict(coord, room["color"], room["normal"])
 
 
 def test_utm_sized_coordinates_are_re_centred_in_float64(segmenter, make_room):
