@@ -19,7 +19,8 @@ NodeT = TypeVar("NodeT", bound=Node)
 
 
 def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool] = lambda node: False) -> int:
-    """Initialise rclpy, build the node, spin it until ``done(node)``, SIGINT or SIGTERM; exit status 0."""
+    """Initialise rclpy, build the node, spin it until ``done(node)``, SIGINT or SIGTERM: exit status 0.
+    A node that cannot be built (say, a cloud file that does not exist) logs why in one line: status 1."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # launch escalates SIGINT to SIGTERM
@@ -28,6 +29,10 @@ def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool]
     except KeyboardInterrupt:
         rclpy.try_shutdown()
         return 0
+    except Exception as error:  # noqa: BLE001 - one clear line, not a traceback
+        rclpy.logging.get_logger("pointmoe_ros").error(f"cannot start: {type(error).__name__}: {error}")
+        rclpy.try_shutdown()
+        return 1
     return spin_until_shutdown(node, lambda: done(node))
 
 

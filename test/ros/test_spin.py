@@ -60,3 +60,11 @@ def test_cloud_publisher_and_perception_node_stop_on_sigint(ros_install, tmp_pat
         log.seek(0)
         text = log.read()
         assert process.returncode == 0 and "Traceback" not in text and "context is invalid" not in text, text
+
+
+def test_a_node_that_cannot_start_says_why_in_one_line(ros_install, tmp_path):
+    process, log = _start(ros_install, tmp_path, "cloud_publisher", "source:=absent.pcd")
+    assert process.wait(timeout=60) == 1
+    log.seek(0)
+    lines = [line for line in log.read().splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot start: FileNotFoundError: cloud source 'absent.pcd' is not a file" in lines[0], lines
