@@ -24,7 +24,7 @@ from pointmoe_core.io import msg_from_cloud
 from pointmoe_core.paths import resolve_path
 from pointmoe_core.perception import MAX_CLOUD_POINTS, InputMapping, SegmentationSummary, info_fields, segment_message
 from pointmoe_ros.msg import SegmentationInfo
-from pointmoe_ros.spin import autostart, run
+from pointmoe_ros.spin import autostart, run, torch_device
 
 # sensor data, but only the newest cloud matters: a stale one is dropped, never queued
 NEWEST_CLOUD_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
@@ -85,13 +85,7 @@ class PerceptionNode(LifecycleNode):
     def load_segmenter(self):
         from pointmoe_core.seg.segmenter import Segmenter
 
-        import torch
-
-        device = self.parameter("device")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.parameter("torch_threads") > 0:
-            torch.set_num_threads(self.parameter("torch_threads"))
+        device = torch_device(self)
         options = {"max_points": int(self.parameter("max_points"))}
         # empty: the checkpoint's own config; set, it overrides (an official checkpoint needs it)
         model_config = self.parameter("model_config") or None

@@ -40,7 +40,7 @@ from pointmoe_core.io import CloudFormatError, cloud_from_msg
 from pointmoe_core.paths import resolve_path
 from pointmoe_ros.msg import PoseSequence as PoseSequenceMsg
 from pointmoe_ros.plan_msgs import plan_markers, pose_array, sequence_to_msg
-from pointmoe_ros.spin import autostart, run
+from pointmoe_ros.spin import autostart, run, torch_device
 
 if TYPE_CHECKING:
     from pointmoe_core.plan.moe_planner import MoEPlanner
@@ -64,6 +64,7 @@ class PlannerNode(LifecycleNode):
         self.declare_parameter("planner", "pose_dit")
         self.declare_parameter("checkpoint", "")
         self.declare_parameter("device", "auto")
+        self.declare_parameter("torch_threads", 0)  # 0: torch's default, one per core
         self.declare_parameter("sampling_steps", 0)  # 0: the checkpoint's
         self.declare_parameter("snap_radius", -1.0)  # metres; negative: the checkpoint's
         self.declare_parameter("autostart", True)  # as before it was a lifecycle node: it plans once started
@@ -76,7 +77,7 @@ class PlannerNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         parameter = self.parameter
         try:
-            self.planner = self.load_planner(parameter("planner"), parameter("checkpoint"), parameter("device"))
+            self.planner = self.load_planner(parameter("planner"), parameter("checkpoint"))
         except Exception as error:  # noqa: BLE001 - whatever it is, the node stays up, unconfigured
             self.get_logger().error(f"cannot load the {parameter('planner')} planner: {type(error).__name__}: "
                                     f"{error}; not planning")
@@ -116,7 +117,7 @@ class PlannerNode(LifecycleNode):
     def parameter(self, name: str):
         return self.get_parameter(name).value
 
-    def load_planner(self, planner: str, checkpoint: str, device: str) -> PoseDiTPlanner | MoEPlanner | None:
+    def load_planner(self, planner: str, checkpoint: str) -> PoseDiTPlanner | MoEPlanner | None:
         """The Pose-DiT or 3D-MoE planner, or None (after one error) when it cannot be had."""
         if planner == "oracle":
             self.get_logger().error("the oracle needs the simulator's object poses: run sim_bridge_node with "
@@ -129,12 +130,10 @@ class PlannerNode(LifecycleNode):
             self.get_logger().error("no checkpoint given: set the `checkpoint` parameter to a Pose-DiT "
                                     "checkpoint or 3D-MoE planner folder; not planning")
             return None
-        import torch
-
         from pointmoe_core.plan.moe_planner import is_moe_planner, load_planner  # torch only when planning
 
         path = resolve_path(checkpoint, get_package_share_directory("pointmoe_ros"))
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        device = torch_device(self)
         kind = "3d_moe" if is_moe_planner(path) else "pose_dit"
         if kind != planner:
             self.get_logger().error(f"{checkpoint!r} is a {kind} planner, not {planner}: set `planner` to match; "

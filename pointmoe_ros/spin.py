@@ -62,3 +62,14 @@ def autostart(node) -> None:
     else:
         node.get_logger().error("configure failed: the node stays unconfigured and keeps serving its "
                                 "lifecycle services")
+
+
+def torch_device(node) -> str:
+    """The node's ``device`` parameter with ``auto`` resolved, after applying its ``torch_threads``
+    (0 leaves torch's default of one thread per core)."""
+    import torch  # only nodes that run a model need it
+
+    if node.get_parameter("torch_threads").value > 0:
+        torch.set_num_threads(node.get_parameter("torch_threads").value)
+    device = node.get_parameter("device").value
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
