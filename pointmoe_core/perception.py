@@ -43,6 +43,14 @@ class InputMapping:
     max_range: float | str = "auto"
     max_cloud_points: int = MAX_CLOUD_POINTS
 
+    def __post_init__(self) -> None:
+        for name in ("intensity_scale", "max_range"):
+            value = getattr(self, name)
+            if value != "auto" and not float(value) > 0:
+                raise ValueError(f"{name} must be 'auto' or a number > 0, got {value!r}")
+        if self.max_cloud_points < 1:
+            raise ValueError(f"max_cloud_points must be at least 1, got {self.max_cloud_points}")
+
     def range_for(self, cloud: PointCloud) -> float:
         if self.max_range != "auto":
             return float(self.max_range)
