@@ -166,6 +166,9 @@ class StageConfig(YamlConfig):
     output_dir: str = ""  # default: {output_dir}/stage{N}
     init_from: str = ""  # default: the previous stage's output folder (stage 1: a fresh planner)
     export: str = ""  # also write the planner here, with hash sidecars (what checkpoints/ ships)
+    # stage 3: also start the object pointer and Pose-DiT from init_from (fine-tuning a trained
+    # planner on more tasks) instead of fresh ones
+    init_head: bool = False
 
 
 @dataclass
@@ -205,12 +208,12 @@ class PlannerTrainConfig(YamlConfig):
 
 def build_planner(config: PlannerTrainConfig, stage: int) -> MoEPlanner:
     """Stage ``stage``'s starting planner: fresh (stage 1) or the previous stage's, with a fresh
-    Pose-DiT; stage 2 converts and adapts its LLM."""
+    Pose-DiT and object pointer unless ``init_head``; stage 2 converts and adapts its LLM."""
     init = config.init_dir(stage)
     if init is None:
         planner = MoEPlanner(config.planner)
     else:
-        planner = MoEPlanner.from_checkpoint(init, config.planner, load_pose_dit=False)
+        planner = MoEPlanner.from_checkpoint(init, config.planner, load_pose_dit=config.stage(stage).init_head)
     if stage == 2 and not planner.adapted:
         planner.adapt()
     planner.set_stage(stage)

@@ -97,6 +97,9 @@ class SegTrainConfig:
     # synthetic run turned NaN after ~500 steps and stayed NaN. float16 where a GPU lacks bfloat16.
     amp_dtype: str = "bfloat16"
     output_dir: str = "runs/seg"
+    # start from these weights (ours or official, e.g. a shipped checkpoint): fine-tuning; the
+    # model built from this config must have the same shapes
+    init_from: str = ""
     checkpoint_every: int = 0  # steps; 0: only at epoch ends
     keep_last: int = 3  # step checkpoints kept; 0 keeps all
     eval_every: int = 1  # epochs between evaluations; 0: only after the last
@@ -291,6 +294,10 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
     eval_sets = eval_datasets(config.val_datasets + config.zero_shot_datasets, config.to_dict())
 
     model = build_model(model_config_for(config, train_sets)).to(device)
+    if config.init_from:  # a resume below replaces these weights with its own
+        from pointmoe_core.seg.convert import read_checkpoint
+
+        model.load_state_dict(read_checkpoint(config.init_from).state_dict)
     # ranks share the initial weights (seed above), then draw their own drop-path masks
     torch.manual_seed(config.seed + context.rank)
     optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.block_lr), lr=config.lr,
