@@ -231,7 +231,7 @@ class PerceivePlanAct:
                                    expert_layer=self.expert_layer, points_in=msg.width * msg.height)
         lap("segment")
         segmented = perception.segmented  # every decoded point: a decoded cloud has no NaN rows left
-        instance_ids = instances_from_segmentation(segmented.xyz, segmented.label, self.background)
+        instance_ids = instances_from_segmentation(segmented.xyz, segmented.label, self.background, rgb=cloud.rgb)
         lap("instances")
         plan = self.planner.plan(cloud.xyz, cloud.rgb, instance_ids, bridge.instruction, generator=self.generator)
         lap("plan")

@@ -14,8 +14,12 @@ objects and points at such slivers. So two clean-ups follow the clustering: inst
 boxes overlap mostly (IoU >= ``merge_iou``) are one object seen as two classes, and an instance
 of fewer than ``fragment_points`` points that touches another is merged into the one it touches
 most; an isolated cluster of fewer than ``min_object_points`` points is noise and stays
-unassigned. A block in a bowl or on a zone overlaps little and keeps its own instance. The
-per-point ids feed ``scene_encoder.objects_from_cloud`` like body ids do.
+unassigned. A block in a bowl or on a zone overlaps little and keeps its own instance. A zone is
+a thin square outline (LoHoRavens' ``zone.urdf``), whose strips, a voxel or two wide and broken
+where something stands on them, cluster apart: with ``rgb`` given, flat instances (under
+``flat_height`` tall) of one class and colour that fit together in one object's span
+(``max_object_extent``) are one object. The per-point ids feed ``scene_encoder.objects_from_cloud``
+like body ids do.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ class InstanceClusteringConfig(YamlConfig):
     merge_iou: float = 0.3  # instances whose 3D boxes overlap this much are one object (0: never)
     fragment_points: int = 120  # smaller instances merge into the instance they touch most (0: never)
     min_object_points: int = 20  # smaller instances that touch nothing stay unassigned
+    flat_height: float = 0.01  # metres: instances lower than this may be parts of one outline
+    max_object_extent: float = 0.16  # metres: the largest object across (a 15 cm zone), so parts of one fit in it
+    color_tolerance: float = 40.0  # RGB distance (0-255) between the mean colours of parts of one outline
 
 
 def instances_from_segmentation(
@@ -45,8 +52,10 @@ def instances_from_segmentation(
     labels: np.ndarray,
     background: Sequence[int] = (),
     config: InstanceClusteringConfig | None = None,
+    rgb: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-point instance ids (N,) for a cloud (N, 3) with predicted class ids (N,).
+    """Per-point instance ids (N,) for a cloud (N, 3) with predicted class ids (N,) and, for
+    joining the strips of outlines, colours (N, 3).
 
     Points of negative or ``background`` classes (table, robot), DBSCAN noise, isolated specks
     and instances beyond ``max_objects`` get -1. Instances are numbered 0, 1, ... from the largest
@@ -60,7 +69,8 @@ def instances_from_segmentation(
         members = np.flatnonzero(labels == label)
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz[members]))
         cluster = np.asarray(cloud.cluster_dbscan(eps=config.eps, min_points=config.min_points))
-        found += [members[cluster == c] for c in range(cluster.max(initial=-1) + 1)]
+        parts = [members[cluster == c] for c in range(cluster.max(initial=-1) + 1)]
+        found += parts if rgb is None else _join_outline_parts(xyz, np.asarray(rgb, np.float64), parts, config)
     found = _absorb_fragments(xyz, _merge_overlapping(xyz, found, config.merge_iou), config)
     # largest first; the stable sort breaks ties by class id, then cluster order
     found = sorted(found, key=len, reverse=True)[:config.max_objects]
@@ -68,6 +78,26 @@ def instances_from_segmentation(
     for index, members in enumerate(found):
         instance_ids[members] = index
     return instance_ids
+
+
+def _join_outline_parts(xyz: np.ndarray, rgb: np.ndarray, parts: list[np.ndarray],
+                        config: InstanceClusteringConfig) -> list[np.ndarray]:
+    """Greedily join flat instances of one class whose colours agree and whose union still fits in
+    one object's span; the largest part starts each group."""
+    flat = [m for m in parts if np.ptp(xyz[m, 2]) < config.flat_height]
+    groups = [m for m in parts if np.ptp(xyz[m, 2]) >= config.flat_height]
+    joined: list[np.ndarray] = []
+    for members in sorted(flat, key=len, reverse=True):
+        color = rgb[members].mean(0)
+        for index, group in enumerate(joined):
+            union = xyz[np.concatenate([group, members]), :2]
+            if (np.max(np.ptp(union, axis=0)) <= config.max_object_extent
+                    and np.linalg.norm(rgb[group].mean(0) - color) <= config.color_tolerance):
+                joined[index] = np.concatenate([group, members])
+                break
+        else:
+            joined.append(members)
+    return groups + joined
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:

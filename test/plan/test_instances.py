@@ -85,3 +85,29 @@ def test_an_isolated_speck_is_dropped_and_a_small_isolated_object_kept():
     ids = instances_from_segmentation(xyz, labels, config=InstanceClusteringConfig(eps=0.01, min_points=3))
     assert (ids[250:260] == -1).all()
     assert len(set(ids[260:])) == 1 and ids[260] not in (-1, ids[0])
+
+
+def _outline(centre, side=0.12, step=0.004, gap=0.03):
+    """A flat square outline, two rows of points 4 mm apart per strip, with a gap at each corner
+    (as where a block stands on it): four strips further apart than DBSCAN's eps."""
+    half, lines = side / 2, []
+    along = np.arange(-half + gap, half - gap, step)
+    for offset in (-half, -half + step, half - step, half):
+        lines += [np.stack([along, np.full_like(along, offset)], 1), np.stack([np.full_like(along, offset), along], 1)]
+    xy = np.concatenate(lines) + np.asarray(centre[:2])
+    return np.column_stack([xy, np.zeros(len(xy))])
+
+
+def test_the_strips_of_an_outline_are_one_object_when_colours_are_given():
+    green, red = _outline([0.4, 0.0]), _outline([0.4, 0.2])  # side by side, 8 cm apart
+    block = _blob(np.random.default_rng(3), [0.4, -0.15, 0.02])  # a block of the same class (4 cm tall)
+    xyz = np.concatenate([green, red, block])
+    rgb = np.concatenate([np.tile([90, 170, 80], (len(green), 1)), np.tile([255, 87, 89], (len(red), 1)),
+                          np.tile([90, 170, 80], (len(block), 1))])
+    labels = np.full(len(xyz), 4)
+    without = instances_from_segmentation(xyz, labels)
+    assert without.max() + 1 == 9  # each of the eight strips on its own, and the block
+    ids = instances_from_segmentation(xyz, labels, rgb=rgb)
+    g, r = slice(0, len(green)), slice(len(green), len(green) + len(red))
+    assert len(set(ids[g])) == 1 and len(set(ids[r])) == 1 and ids[g][0] != ids[r][0]
+    assert set(ids[len(green) + len(red):]) - {-1} and ids[-1] not in (ids[g][0], ids[r][0])
