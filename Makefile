@@ -48,20 +48,26 @@ bench: $(BUILD_STAMP)
 TRAIN_DEFAULTS := SEG PLANNER
 SEG_DEMO_TASKS := --task pick-and-place-primitive --task put-block-into-matching-bowl \
 	--task stack-block-in-absolute-area --image-size 240x320
+SEG_TASKS := $(SEG_DEMO_TASKS) --task put-even-blocks-in-same-color-zone --task stack-blocks-of-same-color
+SEG_LOHORAVENS := --env lohoravens --task pick-and-place-primitive --task put-block-into-matching-bowl \
+	--task put-even-blocks-in-same-color-zone --task stack-blocks-of-same-color
 SEG_DEMOS := runs/seg_sim_demos
 
-# Point-MoE segmentation: simulator demos (train + held-out seeds), training, export, hash
+# Point-MoE segmentation: the previous default (commit 286e4b4) fine-tuned on our simulator's demos
+# (train + held-out seeds) and LoHoRavens' own renders, then export and hash. Needs a LoHoRavens
+# checkout in LOHORAVENS_ROOT (checkpoints/README.md)
 define TRAIN_DEFAULTS_SEG
 source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 30 --split train --seed 0 --out $(SEG_DEMOS)/train && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 10 --split test --seed 500 --out $(SEG_DEMOS)/train_testcolors && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 6 --split test --seed 1000 --out $(SEG_DEMOS)/heldout && \
-	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 4 --split train --seed 2000 --out $(SEG_DEMOS)/heldout_traincolors && \
+	test -n "$$LOHORAVENS_ROOT" || { echo "set LOHORAVENS_ROOT to a LoHoRavens checkout" >&2; exit 1; } && \
+	pointmoe sim demos $(SEG_TASKS) --episodes 20 --split train --seed 0 --out $(SEG_DEMOS)/train && \
+	pointmoe sim demos $(SEG_TASKS) --episodes 8 --split test --seed 500 --out $(SEG_DEMOS)/train_testcolors && \
+	pointmoe sim demos $(SEG_TASKS) --episodes 4 --split test --seed 1000 --out $(SEG_DEMOS)/heldout && \
+	pointmoe sim demos $(SEG_LOHORAVENS) --episodes 6 --mode train --seed 0 --out runs/seg_lhr/train && \
+	pointmoe sim demos $(SEG_LOHORAVENS) --episodes 2 --mode test --seed 20001 --out runs/seg_lhr/heldout && \
+	git show 286e4b4:checkpoints/seg_default.safetensors > runs/seg_default_prev.safetensors && \
 	rm -rf runs/seg_default && pointmoe train seg --config config/train/seg_default.yaml && \
 	pointmoe convert --to ours runs/seg_default/checkpoints/$$(python -c "import json; print(json.load(open('runs/seg_default/checkpoints/latest'))['checkpoint'])") \
 		checkpoints/seg_default.safetensors && \
-	pointmoe eval seg --checkpoint runs/seg_default/checkpoints \
-		--datasets sim_demos:root=$(SEG_DEMOS)/heldout sim_demos:root=$(SEG_DEMOS)/heldout_traincolors && \
 	cd checkpoints && sha256sum seg_default.safetensors > seg_default.safetensors.sha256
 
 endef

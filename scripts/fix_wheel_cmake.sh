@@ -13,7 +13,7 @@ mkdir -p "$LINK_DIR"
 ln -sfn "$NPINC_REAL" "$LINK_DIR/numpy_include"
 NPINC="$LINK_DIR/numpy_include"
 echo "$NPINC" > "$VENV/.numpy-include-link"  # read by colcon_build.sh
-grep -rlE '/opt/python/cp311-cp311|numpy/_core/include' "$VENV"/share/*/cmake 2>/dev/null | while read -r f; do
+{ grep -rlE '/opt/python/cp311-cp311|numpy/_core/include' "$VENV"/share/*/cmake 2>/dev/null || true; } | while read -r f; do  # none left on a second run
   sed -i -E -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
             -e "s#[^;\"]*numpy/_core/include#$NPINC#g" "$f"
 done
