@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .bridge import SUCCESS_REWARD, RavensBridge
+from .bridge import SUCCESS_REWARD, NoCloud, RavensBridge
 from .poses import ActionRefused, PoseStep
 
 __all__ = ["ENVS", "FAILURES", "Episode", "Planner", "open_env", "oracle_planner", "run_episode", "summarize"]
@@ -85,7 +85,10 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observat
     """Reset with ``seed`` and let ``planner`` act until the env is done or the planner stops."""
     env = bridge.env
     env.seed(seed)
-    bridge.reset()
+    try:
+        bridge.reset()
+    except NoCloud:
+        pass  # the env did reset; a planner that needs the cloud gets this reason from bridge.cloud()
     episode = Episode(task_name(env), seed, bridge.instruction)
     if keep_observations:
         episode.observations.append(bridge.obs)
