@@ -29,12 +29,13 @@ ROS_WHEELS = [
     "ros-jazzy-ament-cmake-pytest", "catkin_pkg", "colcon-common-extensions",
 ]
 
-# imported by ravens/environments/environment.py (gym), ravens/tasks/task.py (cv2) and
-# ravens/utils/utils.py (cv2, matplotlib, meshcat, transforms3d); pybullet and numpy are core
-RAVENS_ENV = ["gym", "opencv-python-headless", "matplotlib", "meshcat", "transforms3d"]
-# LoHoRavens adds: imageio (environment.py), six (utils/pybullet_utils.py), kornia and omegaconf
-# (utils/utils.py, which every task imports)
-LOHORAVENS_ENV = RAVENS_ENV + ["imageio", "six", "kornia", "omegaconf"]
+# imported by ravens/environments/environment.py (gym), ravens/tasks/task.py (cv2),
+# ravens/utils/pybullet_utils.py (six) and ravens/utils/utils.py (cv2, matplotlib, meshcat,
+# transforms3d); pybullet and numpy are core
+RAVENS_ENV = ["gym", "opencv-python-headless", "matplotlib", "meshcat", "six", "transforms3d"]
+# LoHoRavens adds: imageio (environment.py), kornia and omegaconf (utils/utils.py, which every
+# task imports)
+LOHORAVENS_ENV = RAVENS_ENV + ["imageio", "kornia", "omegaconf"]
 
 setup(
     name="pointmoe",
