@@ -9,9 +9,11 @@ The verdict is the environment's own: ``info['success']`` / ``info['score']`` wh
 * ``refused action``: the bridge refused the planner's pose (outside the workspace, NaN, ...);
 * ``arm timeout``: the env ended the episode because the arm's motion timed out (not a plan's fault);
 * ``planner stopped``: the planner returned no action before the task was done;
-* otherwise the step limit ended it, and the reason is what went wrong in its last unrewarded
-  step: ``missed pick`` (nothing was carried), ``wrong object`` (the carried object is not one the
-  goal is about; needs ``info['picked_goal_object']``), or ``missed placement``.
+* otherwise the step limit ended it, and the reason is what went wrong in its first unrewarded
+  step, where the episode went off course (later steps often only repeat it: a block put on the
+  wrong target is then picked and put down where it lies): ``missed pick`` (nothing was carried),
+  ``wrong object`` (the carried object is not one the goal is about; needs
+  ``info['picked_goal_object']``), or ``missed placement``.
 
 ``open_env`` makes the environment of a task by name: ours, or a LoHoRavens checkout's.
 """
@@ -93,7 +95,7 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observat
     if keep_observations:
         episode.observations.append(bridge.obs)
     max_steps = getattr(env, "max_steps", None) or getattr(getattr(env, "task", None), "max_steps", None)
-    done, info, last_failure = False, {}, None
+    done, info, first_failure = False, {}, None
     while not done and (max_steps is None or len(episode.steps) < max_steps):
         start = time.perf_counter()
         action = planner(bridge)
@@ -111,7 +113,7 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observat
         sent = bridge.last_action
         episode.steps.append(PoseStep(*sent["pose0"], *sent["pose1"]))
         episode.rewards.append(float(reward))
-        last_failure = _step_failure(info, float(reward)) or last_failure
+        first_failure = first_failure or _step_failure(info, float(reward))
         if keep_observations:
             episode.observations.append(obs)
     total = float(sum(episode.rewards))
@@ -120,7 +122,7 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observat
     if episode.success:
         episode.failure = ""
     elif not episode.failure:
-        episode.failure = "arm timeout" if info.get("timeout") else (last_failure or "missed placement")
+        episode.failure = "arm timeout" if info.get("timeout") else (first_failure or "missed placement")
     return episode
 
 

@@ -50,8 +50,8 @@ def test_done_with_the_whole_reward_is_success_without_an_info_verdict():
     ([(0.0, False, {"picked": False})] * 2, "missed pick"),
     ([(0.0, False, {"picked": True, "picked_goal_object": False})] * 2, "wrong object"),
     ([(0.0, False, {"picked": True, "picked_goal_object": True})] * 2, "missed placement"),
-    # the last unrewarded step names the reason
-    ([(0.0, False, {"picked": False}), (0.5, False, {}), (0.0, False, {"picked_goal_object": False})], "wrong object"),
+    # the first unrewarded step names the reason: later ones often only repeat it
+    ([(0.5, False, {}), (0.0, False, {"picked_goal_object": False}), (0.0, False, {"picked": False})], "wrong object"),
 ])
 def test_each_failure_gets_one_reason(outcomes, reason):
     episode = _run(outcomes, max_steps=len(outcomes))
