@@ -30,11 +30,18 @@ from .cameras import CameraConfig
 from .observe import CROP_BOUNDS, SceneCloud, fuse_views
 from .poses import WORKSPACE_BOUNDS, ActionRefused, quat_yaw, validate_action, yaw_quat
 
-__all__ = ["ActionRefused", "EpisodeDone", "EpisodeRunner", "ExecutionResult", "NoCloud", "RavensBridge",
+__all__ = ["ActionRefused", "EpisodeDone", "EpisodeRunner", "ExecutionResult", "NoCloud", "RavensBridge", "succeeded",
            "env_from_factory", "load_env_factory", "to_action"]
 
 
 SUCCESS_REWARD = 0.98  # Ravens' Task.done threshold on an episode's total reward
+
+
+def succeeded(info: Mapping, done: bool, total_reward: float) -> bool:
+    """The env's own verdict: ``info['success']`` where it gives one (ours, ``RavensTaskEnv``),
+    else Ravens' ``Task.done`` criterion, done with a total reward of at least SUCCESS_REWARD (an
+    arm timeout is done with less)."""
+    return bool(info["success"]) if "success" in info else bool(done and total_reward >= SUCCESS_REWARD)
 
 
 class NoCloud(RuntimeError):
@@ -258,9 +265,7 @@ class EpisodeRunner:
         result = self.bridge.execute(steps)
         self.steps += result.steps_sent
         self.reward += sum(result.rewards)
-        # the env's own verdict where it gives one, else Ravens' Task.done criterion
-        self.success = bool(result.info["success"]) if "success" in result.info else (
-            result.done and self.reward >= SUCCESS_REWARD)
+        self.success = succeeded(result.info, result.done, self.reward)
         if result.done:
             self.done, self.done_at = True, self.clock()
         return result

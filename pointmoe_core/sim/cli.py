@@ -116,7 +116,6 @@ class PoseDiTClosedLoop:
 
         self.planner, self.num_steps = planner, num_steps
         self.generator = torch.Generator().manual_seed(seed)
-        self.planning_times: list[float] = []  # seconds per plan: object tokens, text and sampling
 
     def __call__(self, bridge: RavensBridge) -> dict | None:
         from pointmoe_core.plan.train_pose_dit import object_instances
@@ -125,7 +124,6 @@ class PoseDiTClosedLoop:
         instance_ids = object_instances(scene.cloud.label, scene.object_id, scene.class_names)
         plan = self.planner.plan(scene.cloud.xyz, scene.cloud.rgb, instance_ids, bridge.instruction,
                                  num_steps=self.num_steps, generator=self.generator)
-        self.planning_times.append(plan.planning_time)
         return plan.to_ravens_actions()[0] if len(plan) else None
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .bridge import SUCCESS_REWARD, NoCloud, RavensBridge
+from .bridge import NoCloud, RavensBridge, succeeded
 from .poses import ActionRefused, PoseStep
 
 __all__ = ["ENVS", "FAILURES", "Episode", "Planner", "open_env", "oracle_planner", "run_episode", "summarize"]
@@ -118,7 +118,7 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observat
             episode.observations.append(obs)
     total = float(sum(episode.rewards))
     episode.score = float(info.get("score", total))
-    episode.success = bool(info["success"]) if "success" in info else bool(done and total >= SUCCESS_REWARD)
+    episode.success = succeeded(info, done, total)
     if episode.success:
         episode.failure = ""
     elif not episode.failure:

@@ -228,6 +228,7 @@ class RavensTaskEnv:
         self.layout_redraws = 0
         self.steps, self.total_reward = 0, 0.0
         self._segm: dict[int, np.ndarray] = {}
+        self._objects: dict[int, SceneObject] | None = None  # per episode, from the first use
         self._render = self.env.render_camera
         self.env.render_camera = self._render_keeping_segmentation
 
@@ -251,8 +252,15 @@ class RavensTaskEnv:
     @property
     def objects(self) -> dict[int, SceneObject]:
         """Every body as one of our ``SceneObject`` s (kind, colour, block size, extent), from its
-        URDF name, colour and bounding box, as ``TabletopEnv.objects``: the ground truth of the
-        fused cloud's labels and of the demos' object lists. Bodies of other URDFs are left out."""
+        URDF name, colour and box size, as ``TabletopEnv.objects``: the ground truth of the fused
+        cloud's labels and of the demos' object lists. Bodies of other URDFs are left out. Read once
+        per episode: what a body is does not change, only where it is (``object_pose``)."""
+        if self._objects is None:
+            self._objects = self._read_objects()
+        return self._objects
+
+    @staticmethod
+    def _read_objects() -> dict[int, SceneObject]:
         import pybullet
 
         palette = np.array(list(COLORS.values()))
@@ -316,7 +324,7 @@ class RavensTaskEnv:
                 log.warning("%s (seed %s): its reset raised %s: %s; drawing the layout again",
                             self.task_name, self._seed, type(error).__name__, error)
                 continue
-            self.steps, self.total_reward = 0, 0.0
+            self.steps, self.total_reward, self._objects = 0, 0.0, None
             return self._with_segmentation(obs)
         raise RuntimeError(f"{self.task_name}: {MAX_LAYOUT_DRAWS} layouts in a row raised in the task's own reset")
 

@@ -111,6 +111,14 @@ def _launch(ros_install, launch_file: str, log: Path, *arguments: str) -> subpro
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent, start_new_session=True)
 
 
+def _receive(rclpy, node, received: list, process: subprocess.Popen, log: Path, seconds: float) -> None:
+    """Spin ``node`` until ``received`` holds a message, the launch exits or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not received and time.monotonic() < deadline and process.poll() is None:
+        rclpy.spin_once(node, timeout_sec=0.2)
+    assert received, log.read_text()
+
+
 def _interrupt_and_check(process: subprocess.Popen, log: Path, seconds: float = 20) -> str:
     """SIGINT to launch's process group, as Ctrl-C in a terminal (launch then leaves the nodes to the
     terminal's SIGINT): launch and every node it started must be gone within ``seconds``, all on that
@@ -144,10 +152,7 @@ def test_perception_launch_with_the_shipped_checkpoint(ros_install, rclpy_contex
     infos = []
     node.create_subscription(SegmentationInfo, "/perception_node/output/info", infos.append, 5)
     try:
-        deadline = time.monotonic() + 180
-        while not infos and time.monotonic() < deadline and process.poll() is None:
-            rclpy.spin_once(node, timeout_sec=0.2)
-        assert infos, log.read_text()
+        _receive(rclpy, node, infos, process, log, 180)
     finally:
         node.destroy_node()
         text = _interrupt_and_check(process, log)
@@ -167,10 +172,7 @@ def test_sim_launch_with_defaults_plans_with_the_shipped_planner(ros_install, rc
     plans = []
     node.create_subscription(PoseSequence, "/sim_bridge_node/input/pose_sequence", plans.append, 5)
     try:
-        deadline = time.monotonic() + 420  # the planner's LLM loads first: minutes on 2 busy cores
-        while not plans and time.monotonic() < deadline and process.poll() is None:
-            rclpy.spin_once(node, timeout_sec=0.2)
-        assert plans, log.read_text()
+        _receive(rclpy, node, plans, process, log, 420)  # the planner's LLM loads first: minutes on 2 busy cores
     finally:
         node.destroy_node()
         text = _interrupt_and_check(process, log)
