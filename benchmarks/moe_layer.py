@@ -18,10 +18,9 @@ import time
 from typing import Callable
 
 import torch
-
-from pointmoe_core.seg.moe import GatedExpert, SparseMoE
 from machine import cpu_model
 
+from pointmoe_core.seg.moe import GatedExpert, SparseMoE
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:

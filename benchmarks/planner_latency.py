@@ -16,10 +16,10 @@ import json
 import statistics
 
 import torch
-
 from machine import cpu_model
+
+from pointmoe_core.data.demo_frames import load_demo_frames
 from pointmoe_core.plan.moe_planner import load_planner
-from pointmoe_core.plan.train_pose_dit import load_demo_frames
 
 
 def plan_ms(planner, frames, repeats: int) -> float:

@@ -21,10 +21,10 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
+from machine import cpu_model
 from numpy.lib import recfunctions
 
 from pointmoe_core.io import cloud_from_msg, convert_cloud_msg
-from machine import cpu_model
 
 NUMPY_TYPE = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
 

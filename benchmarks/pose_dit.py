@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
+from pointmoe_core.data.demo_frames import load_demo_frames
 from pointmoe_core.plan.planner import PoseDiTPlanner
 from pointmoe_core.plan.pose_dit import sample_poses
-from pointmoe_core.plan.train_pose_dit import load_demo_frames
 
 FLOW_STEPS = (1, 2, 4, 10)
 DDPM_STEPS = 50

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 import torch
+from machine import cpu_model
 
 from pointmoe_core.seg import PointMoESegmentor, Segmenter, load_config
-from machine import cpu_model
 
 
 def synthetic_room(num_points: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -23,10 +23,9 @@ import time
 from typing import Callable
 
 import pybullet
-
-from pointmoe_core.sim import TASKS, EnvConfig, Oracle, TabletopEnv, fuse_views
 from machine import cpu_model
 
+from pointmoe_core.sim import TASKS, EnvConfig, Oracle, TabletopEnv, fuse_views
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:

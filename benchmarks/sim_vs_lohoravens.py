@@ -21,8 +21,8 @@ import time
 from collections import defaultdict
 
 import numpy as np
-
 from machine import cpu_model
+
 from pointmoe_core.sim.bridge import RavensBridge
 from pointmoe_core.sim.episode import open_env
 from pointmoe_core.sim.objects import COLORS, KINDS, SEMANTIC_CLASSES

@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ warning and starts the rest.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import UnlessCondition
 from launch.substitutions import EqualsSubstitution, LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from pointmoe_ros.launch_support import CLOUD_PUBLISHER, PERCEPTION_NODE, declare, overrides, rviz
 
 

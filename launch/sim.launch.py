@@ -18,10 +18,10 @@ then in this package's share. ``rviz:=true`` without RViz installed logs a warni
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from pointmoe_ros.launch_support import PERCEPTION_NODE, PLANNER_NODE, SIM_BRIDGE_NODE, declare, overrides, rviz
 
 PERCEPTION = "perception_"  # prefix of perception_node's launch arguments

@@ -16,7 +16,7 @@ import json
 import sys
 import traceback
 
-from .cli_args import ArgumentParser, UsageError
+from .common.cli_args import ArgumentParser, UsageError
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -24,10 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bag": ("pointmoe_core.io.bag_cli", "inspect rosbag2 files and write clouds into them"),
     "train": ("pointmoe_core.train_cli", "train a model (also `ros2 run pointmoe_core train`)"),
     "eval": ("pointmoe_core.train.eval_cli", "evaluate a segmentation checkpoint: per-dataset and per-class IoU"),
-    "analyze": ("pointmoe_core.train.analyze", "routing analysis: expert usage, JSD between datasets, pathways"),
+    "analyze": ("pointmoe_core.train.analyze_cli", "routing analysis: expert usage, JSD between datasets, pathways"),
     "sim": ("pointmoe_core.sim.cli", "tabletop simulator: oracle demos and planner evaluation on LoHoRavens tasks"),
-    "convert": ("pointmoe_core.seg.convert", "convert checkpoints between Pointcept/point_moe and our key names"),
-    "parity": ("pointmoe_core.seg.parity", "check our backbone against an official Point-MoE fixture"),
+    "convert": ("pointmoe_core.seg.convert_cli", "convert checkpoints between Pointcept/point_moe and our key names"),
+    "parity": ("pointmoe_core.seg.parity_cli", "check our backbone against an official Point-MoE fixture"),
 }
 
 

@@ -14,20 +14,20 @@ and are rendered to PNGs offscreen.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pointmoe_core.cli_args import positive_int
+from pointmoe_core.common.cli_args import image_size, positive_int
 from pointmoe_core.io import (
     BagWriter,
     PointCloud,
     cloud_from_depth,
     cloud_from_msg,
     msg_from_cloud,
+    new_bag_path,
     read_bag,
     read_kitti_bin,
     read_kitti_label,
@@ -67,7 +67,7 @@ class DemoCloud:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pointmoe_core.sim.cli import _image_size, add_env_arguments
+    from pointmoe_core.sim.episode import add_env_arguments
 
     parser.add_argument("--seg-checkpoint", type=Path, default=DEFAULT_SEG_CHECKPOINT,
                         help="Point-MoE segmentation checkpoint, ours or official with its config "
@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seed of the first episode, then +1 each (default {DEFAULT_SEED}: layouts that no "
                              "default checkpoint was trained on)")
     add_env_arguments(parser, "test")  # ours: 'test' holds CLIPort's unseen colours orange, purple, pink, white
-    parser.add_argument("--image-size", type=_image_size, default=(240, 320), metavar="HxW",
+    parser.add_argument("--image-size", type=image_size, default=(240, 320), metavar="HxW",
                         help="camera images (default 240x320, what the default checkpoints were trained on)")
     parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")
     parser.add_argument("--snap-radius", type=float, default=DEFAULT_SNAP_RADIUS,
@@ -190,15 +190,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def new_bag_path(out: Path, name: str) -> Path:
-    """``out/name`` for a new rosbag2, removing the last run's: rosbag2 writers refuse an existing folder."""
-    out.mkdir(parents=True, exist_ok=True)
-    bag_path = out / name
-    if bag_path.exists():
-        shutil.rmtree(bag_path)
-    return bag_path
 
 
 def run_sensor_io(args: argparse.Namespace) -> dict:

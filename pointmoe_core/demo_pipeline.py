@@ -28,13 +28,13 @@ from typing import Any, Sequence
 import numpy as np
 from rosbags.interfaces import Nodetype
 
+from pointmoe_core.common.pose_sequence import PoseSequence
+from pointmoe_core.data.demo_frames import BACKGROUND_CLASSES
 from pointmoe_core.data.sim_demos import sim_class_name
-from pointmoe_core.io import BagWriter, PointCloud, cloud_from_msg, msg_from_cloud
+from pointmoe_core.io import BagWriter, PointCloud, cloud_from_msg, msg_from_cloud, new_bag_path
 from pointmoe_core.io.ros_types import pointmoe_typestore
-from pointmoe_core.perception import PerceptionResult, info_fields, segment_cloud
 from pointmoe_core.plan.instances import instances_from_segmentation
-from pointmoe_core.plan.pose_sequence import PoseSequence
-from pointmoe_core.plan.train_pose_dit import BACKGROUND_CLASSES
+from pointmoe_core.seg.perception import PerceptionResult, info_fields, segment_cloud
 from pointmoe_core.sim.bridge import RavensBridge
 from pointmoe_core.sim.cameras import TOP, CameraConfig
 from pointmoe_core.sim.observe import CROP_BOUNDS, SceneCloud
@@ -310,7 +310,6 @@ def save_task_pictures(frame: FrameOutput, stem: Path, render) -> dict[str, str]
 def run_pipeline(args: Any) -> dict:
     """Every task of ``args.tasks`` for ``args.episodes`` episodes; prints progress and the table,
     writes the pictures and the bag under ``args.out``; returns the summary."""
-    from pointmoe_core.demo import new_bag_path
     from pointmoe_core.plan.moe_planner import load_planner
     from pointmoe_core.seg.segmenter import Segmenter
     from pointmoe_core.sim.episode import open_env, run_episode, summarize

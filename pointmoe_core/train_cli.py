@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .cli_args import ArgumentParser, UsageError
+from .common.cli_args import ArgumentParser, UsageError
 
 # task name -> "module:function" taking the parsed args and returning a summary dict, and
 # "module:class" of its config (what `key=value` overrides set)

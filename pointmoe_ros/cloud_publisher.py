@@ -8,8 +8,8 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 
+from pointmoe_core.data.sources import load_cloud
 from pointmoe_core.io import msg_from_cloud
-from pointmoe_core.io.sources import load_cloud
 from pointmoe_ros.spin import run
 
 

@@ -4,7 +4,7 @@ Each parameter of a node is a launch argument whose empty default keeps the para
 value (``config/*.yaml``, where the defaults are documented), so one place holds every default and
 ``name:=value`` on the command line overrides just that one. Values are typed by the parameter's
 kind: ``device:=cpu`` stays text, ``max_points:=50000`` becomes an integer, ``class_names:=[a, b]``
-a list. Path parameters are resolved by the nodes (``pointmoe_core.paths``): the working directory
+a list. Path parameters are resolved by the nodes (``pointmoe_core.common.paths``): the working directory
 first, then the package's share, where the shipped checkpoints are installed.
 
 ``launch`` is imported inside the functions that need it, so the typing is a plain function.

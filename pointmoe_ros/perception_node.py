@@ -2,12 +2,12 @@
 
 configure loads the model, activate subscribes ``~/input/points`` (sensor-data QoS, newest only)
 and publishes ``~/output/segmented``, ``~/output/experts`` and ``~/output/info``. All the work is
-``pointmoe_core.perception.segment_message``; this file only wires ROS to it.
+``pointmoe_core.seg.perception.segment_message``; this file only wires ROS to it.
 
 A configure that fails (a missing or unfit checkpoint) logs why and leaves the node unconfigured;
 a cloud that cannot be segmented, for whatever reason, gives a throttled warning and an info
 message carrying the reason, and the node goes on with the next one. A relative ``checkpoint`` is
-looked up in the working directory, then in the package's share (``pointmoe_core.paths``).
+looked up in the working directory, then in the package's share (``pointmoe_core.common.paths``).
 
     ros2 run pointmoe_ros perception_node --ros-args --params-file config/perception.yaml
 """
@@ -20,9 +20,15 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
+from pointmoe_core.common.paths import resolve_path
 from pointmoe_core.io import msg_from_cloud
-from pointmoe_core.paths import resolve_path
-from pointmoe_core.perception import MAX_CLOUD_POINTS, InputMapping, SegmentationSummary, info_fields, segment_message
+from pointmoe_core.seg.perception import (
+    MAX_CLOUD_POINTS,
+    InputMapping,
+    SegmentationSummary,
+    info_fields,
+    segment_message,
+)
 from pointmoe_ros.msg import SegmentationInfo
 from pointmoe_ros.spin import autostart, run, torch_device
 

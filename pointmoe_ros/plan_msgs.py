@@ -8,8 +8,8 @@ from geometry_msgs.msg import Point, Pose, PoseArray
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
+from pointmoe_core.common.pose_sequence import PickPlace, PoseSequence, Quat, Vec3
 from pointmoe_core.plan.markers import step_markers
-from pointmoe_core.plan.pose_sequence import PickPlace, PoseSequence, Quat, Vec3
 from pointmoe_ros.msg import PickPlace as PickPlaceMsg
 from pointmoe_ros.msg import PoseSequence as PoseSequenceMsg
 

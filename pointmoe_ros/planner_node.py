@@ -36,8 +36,8 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from pointmoe_core.common.paths import resolve_path
 from pointmoe_core.io import CloudFormatError, cloud_from_msg
-from pointmoe_core.paths import resolve_path
 from pointmoe_ros.msg import PoseSequence as PoseSequenceMsg
 from pointmoe_ros.plan_msgs import plan_markers, pose_array, sequence_to_msg
 from pointmoe_ros.spin import autostart, run, torch_device

@@ -43,9 +43,9 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header, String
 
+from pointmoe_core.common.pose_sequence import PickPlace, PoseSequence
+from pointmoe_core.data.demo_frames import object_instances
 from pointmoe_core.io import PointCloud, msg_from_cloud
-from pointmoe_core.plan.pose_sequence import PickPlace, PoseSequence
-from pointmoe_core.plan.train_pose_dit import object_instances
 from pointmoe_core.sim import TASKS, ActionRefused, EnvConfig, Oracle, RavensBridge, TabletopEnv
 from pointmoe_core.sim.bridge import EpisodeRunner, NoCloud, env_from_factory
 from pointmoe_core.sim.lohoravens import make_env

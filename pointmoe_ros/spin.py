@@ -15,6 +15,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+from pointmoe_core.common.device import resolve_device
+
 NodeT = TypeVar("NodeT", bound=Node)
 
 
@@ -72,4 +74,4 @@ def torch_device(node) -> str:
     if node.get_parameter("torch_threads").value > 0:
         torch.set_num_threads(node.get_parameter("torch_threads").value)
     device = node.get_parameter("device").value
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return resolve_device(device)

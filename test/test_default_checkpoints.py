@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pointmoe_core.common.checkpoint import sha256_file
 from pointmoe_core.data.sim_demos import SIM_CLASS_SETS, sim_label_map
 from pointmoe_core.demo import DEFAULT_PLANNER
-from pointmoe_core.train.checkpoint import sha256_file
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 SEG = CHECKPOINTS / "seg_default.safetensors"

@@ -18,10 +18,10 @@ TASK = "pick-and-place-primitive"
 def checkpoints(tmp_path_factory):
     """A randomly initialised tiny Point-MoE with the coarse tabletop classes and input, and a tiny
     Pose-DiT planner, both in the project's checkpoint formats."""
+    from pointmoe_core.common.checkpoint import save_checkpoint
     from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
     from pointmoe_core.seg.model import InputConfig, load_config
     from pointmoe_core.seg.segmenter import Segmenter
-    from pointmoe_core.train.checkpoint import save_checkpoint
 
     from .conftest import TINY_PLANNER
 

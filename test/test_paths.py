@@ -1,7 +1,7 @@
 """Relative path parameters: the working directory first, then the package's share."""
 import pytest
 
-from pointmoe_core.paths import resolve_path
+from pointmoe_core.common.paths import resolve_path
 
 
 def test_working_directory_first_then_share(tmp_path, monkeypatch):

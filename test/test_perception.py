@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pointmoe_core.io import PointCloud, cloud_from_msg, msg_from_cloud, read_kitti_bin
-from pointmoe_core.perception import InputMapping, info_fields, scale_intensity, segment_message
+from pointmoe_core.seg.perception import InputMapping, info_fields, scale_intensity, segment_message
 
 EXPERT_LAYER = "dec.dec0.block0.attn.proj"
 

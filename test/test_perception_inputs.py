@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pointmoe_core.io import PointCloud, msg_from_cloud
-from pointmoe_core.perception import CAMERA_MAX_RANGE_M, LIDAR_MAX_RANGE_M, InputMapping, segment_message
+from pointmoe_core.seg.perception import CAMERA_MAX_RANGE_M, LIDAR_MAX_RANGE_M, InputMapping, segment_message
 
 
 @pytest.fixture(scope="module")

@@ -7,5 +7,7 @@
 * :mod:`.transforms`: augmentations, GridSample, ``default_pipeline``, ``collate``;
 * :mod:`.sampling`: ``MixedDataset`` + ``MixedBatchSampler`` (mixed or single-dataset batches, DDP shards);
 * :mod:`.synthetic` (with :mod:`.raycast`): generated indoor, outdoor and tabletop domains;
-* :mod:`.scenes`: the tabletop generator of the demo.
+* :mod:`.scenes`: the tabletop generator of the demo; :mod:`.sources`: every cloud source by name;
+* :mod:`.preprocess`: centring, colour scaling, GridSample, normals (training and inference);
+* :mod:`.demo_frames`: planner training frames from ``pointmoe sim demos`` folders.
 """

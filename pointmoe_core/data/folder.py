@@ -15,7 +15,7 @@ import numpy as np
 
 from pointmoe_core.io import read_cloud
 
-from .sample import IGNORE_INDEX, INDOOR, InputSpec, SegDataset, Sample, Transform, make_sample
+from .sample import IGNORE_INDEX, INDOOR, InputSpec, Sample, SegDataset, Transform, make_sample
 
 CLOUD_SUFFIXES = (".ply", ".pcd", ".npz")
 

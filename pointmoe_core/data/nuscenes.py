@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sample import IGNORE_INDEX, OUTDOOR, SegDataset, Sample, Transform, make_sample
+from .sample import IGNORE_INDEX, OUTDOOR, Sample, SegDataset, Transform, make_sample
 from .taxonomy import NUSCENES_CLASSES
 
 NUSCENES_RAW_TO_CLASS = {

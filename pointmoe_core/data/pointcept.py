@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .sample import IGNORE_INDEX, SegDataset, Sample, Transform, make_sample
+from .sample import IGNORE_INDEX, Sample, SegDataset, Transform, make_sample
 from .taxonomy import (
     MATTERPORT3D_CLASSES,
     S3DIS_CLASSES,

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from pointmoe_core.io import load_learning_map, read_kitti_bin, read_kitti_label
 
-from .sample import OUTDOOR, SegDataset, Sample, Transform, make_sample
+from .sample import OUTDOOR, Sample, SegDataset, Transform, make_sample
 from .taxonomy import SEMANTIC_KITTI_CLASSES
 
 SEMANTIC_KITTI_SPLITS = {

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .sample import IGNORE_INDEX, InputSpec, SegDataset, Sample, Transform, make_sample
+from .sample import IGNORE_INDEX, InputSpec, Sample, SegDataset, Transform, make_sample
 
 SIM_KINDS = ("table", "robot", "block", "bowl", "zone")
 SIM_COLORS = ("blue", "red", "green", "orange", "yellow", "purple", "pink", "cyan", "brown", "white", "gray")

@@ -23,7 +23,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from .raycast import RayScene
-from .sample import INDOOR, OUTDOOR, InputSpec, SegDataset, Sample, Transform, make_sample
+from .sample import INDOOR, OUTDOOR, InputSpec, Sample, SegDataset, Transform, make_sample
 from .scenes import tabletop_scene
 from .taxonomy import INDOOR_ROOM_CLASSES, OUTDOOR_LIDAR_CLASSES, TABLETOP_CLASSES
 from .transforms import PipelineConfig, default_pipeline

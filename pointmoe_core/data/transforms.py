@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from pointmoe_core.seg.transforms import center_shift, estimate_normals, grid_sample, normalize_color
 
+from .preprocess import center_shift, estimate_normals, grid_sample, normalize_color
 from .sample import InputSpec, Sample, Transform
 
 

@@ -5,7 +5,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from pointmoe_core.cli_args import UsageError, device, positive_float
+from pointmoe_core.common.cli_args import UsageError, device, positive_float
+from pointmoe_core.common.device import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +54,8 @@ def bag_info(args: argparse.Namespace) -> dict:
 
 
 def bag_write(args: argparse.Namespace) -> dict:
+    from pointmoe_core.data.sources import load_cloud
     from pointmoe_core.io import BagWriter, msg_from_cloud
-    from pointmoe_core.io.sources import load_cloud
 
     period_ns = round(1e9 / args.rate_hz)
     points = []
@@ -72,24 +73,19 @@ def bag_write(args: argparse.Namespace) -> dict:
 
 def bag_segment(args: argparse.Namespace) -> dict:
     """The offline twin of perception_node: same core functions, outputs at the input stamps."""
+    from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
     from pointmoe_core.io import BagWriter, msg_from_cloud, read_bag
     from pointmoe_core.io.ros_types import pointmoe_typestore
-    from pointmoe_core.perception import info_fields, segment_message
+    from pointmoe_core.seg.perception import info_fields, segment_message
     from pointmoe_core.seg.segmenter import Segmenter
-
-    from rosbags.highlevel import AnyReader
 
     with AnyReader([args.in_bag]) as reader:  # before the model loads: a wrong topic fails at once
         topics = sorted({connection.topic for connection in reader.connections})
     if args.topic not in topics:
         raise UsageError(f"no topic {args.topic} in {args.in_bag}; its topics: {', '.join(topics)}")
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     if args.checkpoint:
         segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, config=args.config)
     else:

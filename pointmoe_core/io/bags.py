@@ -6,6 +6,7 @@ into them with `convert_cloud_msg(msg, "rosbags")`.
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterable, Iterator
@@ -15,6 +16,15 @@ from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
+
+
+def new_bag_path(out: Path, name: str) -> Path:
+    """``out/name`` for a new rosbag2, removing the last run's: rosbag2 writers refuse an existing folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    bag_path = out / name
+    if bag_path.exists():
+        shutil.rmtree(bag_path)
+    return bag_path
 
 
 @functools.cache

@@ -9,7 +9,8 @@ from __future__ import annotations
 import array
 import functools
 import sys
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any, Callable, Iterable
 
 import numpy as np

@@ -2,14 +2,15 @@
 
 Planning: ``PoseDiTPlanner(config).plan(xyz, colors, instance_ids, instruction) -> PoseSequence``;
 ``PoseSequence.to_ravens_actions()`` gives the simulator's ``act`` dicts. Training on oracle demos:
-``train_pose_dit.fit(planner, load_demo_frames(demo_dir))``, or ``pointmoe train pose-dit`` with
+``train_pose_dit.fit(planner, data.demo_frames.load_demo_frames(demo_dir))``, or ``pointmoe train pose-dit`` with
 checkpoints that ``PoseDiTPlanner.from_checkpoint(path)`` loads.
 """
+from ..common.pose_sequence import PickPlace, PoseSequence
+from ..common.workspace import WORKSPACE_BOUNDS
 from .ddpm import DDPMConfig, DDPMScheduler
 from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
 from .pointnet2 import PointNet2Config, PointNet2Encoder
 from .pose_dit import PoseDiT, PoseDiTConfig, PoseDiTOutput
-from .pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 from .rectified_flow import RectifiedFlow, RectifiedFlowConfig
 from .scene_encoder import ConditionEncoder, ConditionEncoderConfig, SceneObjects, objects_from_cloud
 

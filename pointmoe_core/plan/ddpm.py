@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 from .rectified_flow import Denoiser
 
 BETA_SCHEDULES = ("linear", "cosine")

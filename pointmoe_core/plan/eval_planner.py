@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..common.device import resolve_device
 from .llm_moe import reset_routing_stats, routing_report
 from .moe_planner import MoEPlanner
 from .planner import grounding_targets, pad_plans
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     heldout_every = trained.heldout_every if args.heldout_every is None else args.heldout_every
     train_frames, heldout = split_episodes(load_scene_frames(demos), heldout_every)
     frames = {"heldout": heldout, "train": train_frames, "all": train_frames + heldout}[args.split]
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     planner = MoEPlanner.from_checkpoint(checkpoint, map_location=device)
     samples = question_samples(frames, planner.config.prompt, trained.questions_per_frame, args.seed)
     if args.max_questions and len(samples) > args.max_questions:

@@ -30,7 +30,7 @@ import numpy as np
 import open3d as o3d
 from scipy.spatial import cKDTree
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from ..seg.text import _load_minilm, minilm_model_dir
+from ..common.text_models import load_minilm, minilm_model_dir
 
 INSTRUCTION_MODES = ("tokens", "sentence")
 MINILM_DIM = 384
@@ -45,7 +45,7 @@ class InstructionEncoder:
         if instruction in self._cache:
             self._cache.move_to_end(instruction)
             return self._cache[instruction]
-        tokenizer, model = _load_minilm(str(self.model_dir or minilm_model_dir()))
+        tokenizer, model = load_minilm(str(self.model_dir or minilm_model_dir()))
         batch = tokenizer([instruction], truncation=True, return_tensors="pt")
         with torch.no_grad():
             hidden = model(**batch).last_hidden_state[0]

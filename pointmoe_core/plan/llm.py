@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 
 log = logging.getLogger(__name__)
 

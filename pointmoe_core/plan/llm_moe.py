@@ -24,7 +24,7 @@ import logging
 import torch
 from torch import nn
 
-from ..seg.moe import dispatch_to_experts, load_balance_loss
+from ..common.moe import dispatch_to_experts, load_balance_loss
 
 logger = logging.getLogger(__name__)
 

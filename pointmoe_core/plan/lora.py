@@ -25,7 +25,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 from .llm_moe import moe_layers
 
 WEIGHTS_NAME = "adapters.safetensors"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .pose_sequence import PoseSequence, Vec3
+from ..common.pose_sequence import PoseSequence, Vec3
 
 LABEL_LIFT = 0.03  # metres above the pick point, so the number does not hide in the object
 

@@ -36,8 +36,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..train.checkpoint import HASH_SUFFIX, check_finite, sha256_file, verify_checkpoint
-from .config import YamlConfig
+from ..common.checkpoint import HASH_SUFFIX, check_finite, sha256_file, verify_checkpoint
+from ..common.config import YamlConfig
+from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
@@ -54,7 +55,6 @@ from .planner import (
     snap_to_objects,
 )
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
-from .pose_sequence import PoseSequence, normalize_xyz
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
 from .rectified_flow import RectifiedFlowConfig
 from .scene_encoder import (

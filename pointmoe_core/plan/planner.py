@@ -7,7 +7,7 @@ with the configured scheduler (rectified flow, or DDPM/DDIM for the ablation), t
 it, and the poses are decoded to metres and quaternions inside the workspace. ``loss`` is the
 training objective on a ``PlanBatch`` of demos.
 
-Checkpoints are :mod:`pointmoe_core.train.checkpoint` files (atomic, hash-checked) whose payload
+Checkpoints are :mod:`pointmoe_core.common.checkpoint` files (atomic, hash-checked) whose payload
 holds ``format`` ("pointmoe-pose-dit"), ``version``, the planner ``config`` dict and the
 ``state_dict`` (``checkpoint_payload``); the trainer adds its own state beside them, and
 ``PoseDiTPlanner.from_checkpoint`` reads a file or a checkpoint directory's ``latest``.
@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.checkpoint import HASH_SUFFIX, load_checkpoint, sha256_file, verify_checkpoint
-from .config import YamlConfig
+from ..common.checkpoint import HASH_SUFFIX, load_checkpoint, sha256_file, verify_checkpoint
+from ..common.config import YamlConfig
+from ..common.pose_sequence import PoseSequence, decode_steps, encode_steps, unnormalize_xyz
 from .ddpm import DDPMConfig, DDPMScheduler
 from .instruction import InstructionEncoder
 from .pose_dit import PoseDiT, PoseDiTConfig, plan_lengths, pose_dit_loss, sample_poses
-from .pose_sequence import PoseSequence, decode_steps, encode_steps, unnormalize_xyz
 from .rectified_flow import NoiseScheduler, RectifiedFlow, RectifiedFlowConfig
 from .scene_encoder import ConditionEncoder, ConditionEncoderConfig, SceneObjects, objects_from_cloud, pad_scenes
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 
 
 def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import YamlConfig
-from .pose_sequence import POSE_DIM
+from ..common.config import YamlConfig
+from ..common.pose_sequence import POSE_DIM
 from .rectified_flow import NoiseScheduler, masked_mse
 
 # the self-attention layers of one block, in order, per variant

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 
 SCENE_PLACEHOLDER = "<scene>"
 IGNORE_INDEX = -100  # label of positions the loss skips (Hugging Face's convention)

@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 
 # denoiser(x_t, t) -> prediction; t has shape (B,)
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

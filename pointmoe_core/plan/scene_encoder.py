@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
+from ..common.pose_sequence import normalize_xyz
+from ..common.workspace import WORKSPACE_BOUNDS
 from .instruction import INSTRUCTION_MODES
 from .pointnet2 import PointNet2Config, PointNet2Encoder
-from .pose_sequence import WORKSPACE_BOUNDS, normalize_xyz
 
 LOCATION_DIM = 6  # bounding-box centre + size
 

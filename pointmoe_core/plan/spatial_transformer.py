@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import YamlConfig
+from ..common.config import YamlConfig
 from .scene_encoder import LOCATION_DIM, ConditionEncoderConfig, SceneEncoder
 
 

@@ -12,7 +12,7 @@ Ma et al., "3D-MoE" (arXiv 2501.16698) train in stages; here each is
    colour, spatial relation) and the task's next step in words, with the LM loss plus the
    load-balance loss.
 3. **Pose diffusion**: the LLM and its adapters are frozen; Pose-DiT learns to denoise the steps
-   that remain from each demo frame (``train_pose_dit.load_demo_frames``' semantics) while
+   that remain from each demo frame (``data.demo_frames.load_demo_frames``' semantics) while
    cross-attending to the LLM's hidden states of the planning prompt. Since nothing upstream of
    Pose-DiT trains, each frame's condition is computed once (``condition_draws`` draws of its
    object points) before the first step, which makes a step as cheap as the MiniLM Pose-DiT's
@@ -37,20 +37,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..sim.language import ObjectFact, QA, caption, demo_objects, next_step_qa, question_answers
-from ..train.checkpoint import latest_checkpoint
-from .config import YamlConfig
+from ..common.checkpoint import latest_checkpoint
+from ..common.config import YamlConfig
+from ..common.device import resolve_device
+from ..common.pose_sequence import PoseSequence
+from ..data.demo_frames import DemoFrame, iter_demo_frames
+from ..sim.language import QA, ObjectFact, caption, demo_objects, next_step_qa, question_answers
 from .lora import trainable_parameter_report
 from .moe_planner import EXPORT_DIR, STAGES, MoEPlanner, MoEPlannerConfig, PoseCondition
-from .pose_sequence import PoseSequence
 from .prompt import PromptTemplate
 from .train_pose_dit import (
     CheckpointSchedule,
-    DemoFrame,
     FitConfig,
     PlannerFit,
-    iter_demo_frames,
-    resolve_device,
     resume_fit,
     run_checkpointed,
 )
@@ -242,7 +241,7 @@ def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[
     started = time.perf_counter()
     output_dir = config.stage_dir(stage)
     checkpoint_dir = output_dir / "checkpoints"
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     fit = config.stage(stage).fit
     torch.manual_seed(fit.seed)
     frames, heldout = split_episodes(load_scene_frames(config.demos), config.heldout_every)

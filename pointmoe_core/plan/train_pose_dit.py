@@ -1,14 +1,12 @@
 """Fit a Pose-DiT planner to oracle demonstrations written by ``pointmoe sim demos``.
 
-Each demo episode holds the fused cloud before every step and the steps the oracle executed.
-Because the planner re-plans after every executed step (closed loop), every frame is a training
-sample: the cloud at frame k, the instruction, and the steps k..end still to do. Objects come
-from the per-point PyBullet body ids, with the table and the robot left out as background, and
-their points are re-sampled every time a frame is drawn so the model cannot memorise samples.
+The samples are the demo frames of :mod:`pointmoe_core.data.demo_frames` (a scene cloud, its
+instruction and the steps still to do); object points are re-sampled every time a frame is drawn
+so the model cannot memorise samples.
 
 ``fit`` is the bare loop. ``train`` is ``pointmoe train pose-dit --config FILE --demos DIR
 [--resume] [key=value ...]``: in ``output_dir`` it writes ``checkpoints/`` (see
-:mod:`pointmoe_core.train.checkpoint`; every ``checkpoint_every`` steps and after the last; each
+:mod:`pointmoe_core.common.checkpoint`; every ``checkpoint_every`` steps and after the last; each
 one a ``PoseDiTPlanner.from_checkpoint`` file plus the optimiser, schedule, sampling-generator and
 RNG state), ``tensorboard/`` (losses, learning rate) and ``log.jsonl`` (one line per step).
 ``--resume`` continues from ``checkpoints/latest`` with the same batches and noise draws as an
@@ -22,14 +20,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
-from ..train.checkpoint import (
+from ..common.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -37,61 +34,12 @@ from ..train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import YamlConfig
+from ..common.config import YamlConfig
+from ..common.device import resolve_device
+from ..data.demo_frames import DemoFrame, load_demo_frames
 from .instruction import InstructionEncoder
 from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
-from .pose_sequence import PoseSequence
 from .scene_encoder import SceneObjects, objects_from_cloud
-
-BACKGROUND_CLASSES = ("table", "robot")
-
-
-@dataclass
-class DemoFrame:
-    """One training sample: a scene cloud, its instruction and the steps left to do from it."""
-
-    xyz: np.ndarray  # (N, 3) float32, metres
-    rgb: np.ndarray  # (N, 3) uint8
-    instance_ids: np.ndarray  # (N,) body id, -1 for background
-    instruction: str
-    remaining: PoseSequence
-    task: str = ""
-
-
-def object_instances(label: np.ndarray, object_id: np.ndarray, class_names: Sequence[str],
-                     background: Sequence[str] = BACKGROUND_CLASSES) -> np.ndarray:
-    """Per-point instance ids for the scene encoder: the body id, or -1 on background classes
-    and unlabelled points."""
-    background_ids = [i for i, name in enumerate(class_names) if name in background]
-    return np.where((label >= 0) & ~np.isin(label, background_ids), object_id, -1)
-
-
-def iter_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUND_CLASSES
-                     ) -> Iterator[tuple[dict[str, Any], Any, int, DemoFrame]]:
-    """``(index entry, open npz, frame index, DemoFrame)`` for every frame that still has steps to
-    do, episode by episode as ``index.json`` lists them; the npz is open while its frames are yielded,
-    for readers that want more of it (the 3D-MoE trainer reads the object metadata)."""
-    demo_dir = Path(demo_dir)
-    index = json.loads((demo_dir / "index.json").read_text())
-    for entry in index["episodes"]:
-        with np.load(demo_dir / entry["file"]) as demo:
-            class_names = [str(name) for name in demo["class_names"]]
-            instance_ids = object_instances(demo["label"], demo["object_id"], class_names, background)
-            steps = [(demo["pick_xyz"][i], demo["pick_quat"][i], demo["place_xyz"][i], demo["place_quat"][i])
-                     for i in range(len(demo["pick_xyz"]))]
-            offsets = demo["frame_offsets"]
-            for k in range(len(steps)):
-                points = slice(offsets[k], offsets[k + 1])
-                remaining = PoseSequence.from_ravens_actions(
-                    [{"pose0": s[:2], "pose1": s[2:]} for s in steps[k:]], instruction=str(demo["instruction"]),
-                    planner="oracle")
-                yield entry, demo, k, DemoFrame(demo["xyz"][points], demo["rgb"][points], instance_ids[points],
-                                                str(demo["instruction"]), remaining, str(demo["task"]))
-
-
-def load_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUND_CLASSES) -> list[DemoFrame]:
-    """Every frame that still has steps to do, from the episodes listed in ``index.json``."""
-    return [frame for *_, frame in iter_demo_frames(demo_dir, background)]
 
 
 @dataclass
@@ -211,13 +159,6 @@ class PoseDiTTrainConfig(YamlConfig):
     export: str = ""  # also write the final weights here as .safetensors (PoseDiTPlanner.export)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def resume_fit(run: PlannerFit, checkpoint_dir: Path, device: torch.device) -> dict[str, Any]:
     """Put ``run`` and the RNGs back where ``checkpoints/latest`` left them; returns the payload,
     whose weights the caller loads into its planner."""
@@ -292,7 +233,7 @@ def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder:
     started = time.perf_counter()
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.fit.seed)
     frames = load_demo_frames(config.demos)
     planner = PoseDiTPlanner(config.planner, instruction_encoder).to(device)

@@ -1,4 +1,4 @@
-"""Checkpoints: our file format, the key map to and from Pointcept / point_moe, ``pointmoe convert``.
+"""Checkpoints: our file format and the key map to and from Pointcept / point_moe (``pointmoe convert``: :mod:`.convert_cli`).
 
 Official state dicts come from Pointcept's ``DefaultSegmentorV2`` (``PT-v3m1`` backbone + Linear
 ``seg_head``) and point_moe's ``PPTMoE-v0m0`` (``PTMoE-v0m0`` backbone + PPT language head).
@@ -26,7 +26,6 @@ one, and refuses weights that are not finite, naming them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..train.checkpoint import atomic_write, check_finite, verify_checkpoint, write_hash_sidecar
+from ..common.checkpoint import atomic_write, check_finite, verify_checkpoint, write_hash_sidecar
 from .model import PointMoESegmentor, SegmentorConfig, load_config
 
 CHECKPOINT_FORMAT = "pointmoe-seg"
@@ -241,32 +240,3 @@ def load_segmentor(path: str | Path, config: str | Path | SegmentorConfig | None
     return model
 
 
-# ---- CLI: pointmoe convert ------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``pointmoe convert --to ours|pointcept IN OUT [--config NAME|YAML] [--allow-pickle]``."""
-    parser.add_argument("--to", required=True, choices=("ours", "pointcept"),
-                        help="target key names: ours (pointmoe-seg file) or pointcept (official)")
-    parser.add_argument("input", help="checkpoint to read (.pth or .safetensors)")
-    parser.add_argument("output", help="file to write (.safetensors by suffix, else torch .pth)")
-    parser.add_argument("--config", help="preset (tiny, base, L) or YAML: stored with --to ours and "
-                                         "used to check every key and shape")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="unpickle arbitrary Python objects in the input (trusted files only)")
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    checkpoint = read_checkpoint(args.input, args.allow_pickle)
-    config = load_config(args.config) if args.config else checkpoint.config
-    if config is not None:
-        check_state_dict(PointMoESegmentor(config), checkpoint.state_dict)
-    if args.to == "ours":
-        save_checkpoint(args.output, checkpoint.state_dict, config, checkpoint.epoch)
-        names = list(checkpoint.state_dict)
-    else:
-        names = list(to_pointcept_keys(checkpoint.state_dict))
-        save_pointcept_checkpoint(args.output, checkpoint.state_dict, checkpoint.epoch)
-    print(f"{args.input} ({checkpoint.source}) -> {args.output} ({args.to}): {len(names)} tensors"
-          + (f", checked against config {config.name!r}" if config is not None else ", keys not checked (no config)"))
-    return {"ok": True, "input": str(args.input), "output": str(args.output), "to": args.to,
-            "source": checkpoint.source, "tensors": len(names), "config": None if config is None else config.name,
-            "checked": config is not None}

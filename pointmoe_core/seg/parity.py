@@ -15,11 +15,10 @@ and the recorded pooling permutations) and compares everything present.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,16 +203,3 @@ def format_report(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``pointmoe parity --fixture DIR [--json]``: exit status 1 above ``--tol``."""
-    parser.add_argument("--fixture", required=True,
-                        help="directory with *_official.pth, *_meta.json and *_io.npz")
-    parser.add_argument("--conv-backend", default="auto", choices=("auto", "torch", "spconv"))
-    parser.add_argument("--tol", type=float, default=1e-4)
-    parser.add_argument("--device", default="cpu")
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    result = run_parity(args.fixture, conv_backend=args.conv_backend, tol=args.tol, device=args.device)
-    print("\n".join(format_report(result)))
-    return {"ok": result["passed"], **result}

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data.preprocess import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
 from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
 from .convert import load_segmentor, save_checkpoint
 from .head import LanguageGuidedHead
@@ -41,7 +42,6 @@ from .model import InputConfig, PointMoESegmentor, SegmentorConfig, load_config
 from .ptv3 import SerializedPooling
 from .serialization import MAX_DEPTH
 from .text import TextEncoder
-from .transforms import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
 
 ArrayLike = Any  # numpy array, torch tensor or nested sequence
 

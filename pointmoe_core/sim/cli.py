@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..common.cli_args import image_size
 from .bridge import RavensBridge
-from .episode import ENVS, Episode, Planner, open_env, oracle_planner, run_episode, summarize
+from .episode import Episode, Planner, add_env_arguments, open_env, oracle_planner, run_episode, summarize
 from .language import ObjectFact, object_metadata, scene_objects
 from .objects import SEMANTIC_CLASSES
 from .pictures import annotate_steps, contact_sheet, save_png
@@ -39,14 +40,6 @@ if TYPE_CHECKING:
     from pointmoe_core.plan.planner import PoseDiTPlanner
 
 SCHEDULER_NAMES = {"flow": "rectified_flow", "ddpm": "ddpm"}  # --scheduler -> PoseDiTPlannerConfig.scheduler
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    try:
-        return int(height), int(width)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"image size is HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
 
 
 def _positive(text: str) -> int:
@@ -59,17 +52,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_env_arguments(parser: argparse.ArgumentParser, split: str = "test") -> None:
-    """--env, --lohoravens-root, --split/--mode, --assets-root: which environment runs the tasks."""
-    parser.add_argument("--env", choices=ENVS, default="ours",
-                        help="'ours' (the built-in simulator) or 'lohoravens' (a LoHoRavens checkout, unmodified)")
-    parser.add_argument("--lohoravens-root", help="--env lohoravens: the checkout (default $LOHORAVENS_ROOT)")
-    parser.add_argument("--split", "--mode", dest="split", choices=("train", "val", "test"), default=split,
-                        help=f"colour split (ours: train/test) or LoHoRavens mode (default {split})")
-    parser.add_argument("--assets-root", help="ours: Ravens/LoHoRavens assets folder, use the UR5 arm; "
-                        "Google Ravens as --env lohoravens: its URDF folder")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     demos = actions.add_parser("demos", help="write successful oracle episodes (clouds, labels, poses)")
@@ -80,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "LoHoRavens: any of its registered tasks")
         sub.add_argument("--episodes", type=_positive, default=episodes, help="episodes per task")
         sub.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
-        sub.add_argument("--image-size", type=_image_size, default=(480, 640), metavar="HxW",
+        sub.add_argument("--image-size", type=image_size, default=(480, 640), metavar="HxW",
                          help="camera images of our simulator (intrinsics scale with them)")
         add_env_arguments(sub, split)
     demos.add_argument("--out", type=Path, required=True, help="output folder")
@@ -118,7 +100,7 @@ class PoseDiTClosedLoop:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, bridge: RavensBridge) -> dict | None:
-        from pointmoe_core.plan.train_pose_dit import object_instances
+        from pointmoe_core.data.demo_frames import object_instances
 
         scene = bridge.cloud()
         instance_ids = object_instances(scene.cloud.label, scene.object_id, scene.class_names)

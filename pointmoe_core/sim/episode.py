@@ -15,10 +15,12 @@ The verdict is the environment's own: ``info['success']`` / ``info['score']`` wh
   ``wrong object`` (the carried object is not one the goal is about; needs
   ``info['picked_goal_object']``), or ``missed placement``.
 
-``open_env`` makes the environment of a task by name: ours, or a LoHoRavens checkout's.
+``open_env`` makes the environment of a task by name: ours, or a LoHoRavens checkout's; the
+commands that run episodes take its arguments with ``add_env_arguments``.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -164,3 +166,14 @@ def open_env(env: str, task: str, split: str = "test", image_size: tuple[int, in
     if split not in ("train", "test"):
         raise ValueError(f"our simulator's colour splits are train and test, got {split!r}")
     return TabletopEnv(TASKS[task](split=split), EnvConfig(image_size=image_size, assets_root=assets_root))
+
+
+def add_env_arguments(parser: argparse.ArgumentParser, split: str = "test") -> None:
+    """--env, --lohoravens-root, --split/--mode, --assets-root: which environment runs the tasks."""
+    parser.add_argument("--env", choices=ENVS, default="ours",
+                        help="'ours' (the built-in simulator) or 'lohoravens' (a LoHoRavens checkout, unmodified)")
+    parser.add_argument("--lohoravens-root", help="--env lohoravens: the checkout (default $LOHORAVENS_ROOT)")
+    parser.add_argument("--split", "--mode", dest="split", choices=("train", "val", "test"), default=split,
+                        help=f"colour split (ours: train/test) or LoHoRavens mode (default {split})")
+    parser.add_argument("--assets-root", help="ours: Ravens/LoHoRavens assets folder, use the UR5 arm; "
+                        "Google Ravens as --env lohoravens: its URDF folder")

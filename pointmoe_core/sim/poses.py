@@ -8,16 +8,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..common import workspace
+
 Pose = tuple[np.ndarray, np.ndarray]  # (xyz (3,), quaternion (x, y, z, w) (4,))
 
-# Ravens' workspace (x, y, z) rows of (low, high), metres: where pick and place poses may lie
-WORKSPACE_BOUNDS = np.array([[0.25, 0.75], [-0.5, 0.5], [0.0, 0.28]])
+# the workspace as an array, for the simulator's arithmetic on it
+WORKSPACE_BOUNDS = np.array(workspace.WORKSPACE_BOUNDS)
 
 
 class PoseStep(NamedTuple):
     """One pick-place step: Ravens' ``pose0`` (suction pick) and ``pose1`` (place), unpacked.
 
-    Field names match ``pointmoe_core.plan.pose_sequence.PickPlace``, so either one works wherever
+    Field names match ``pointmoe_core.common.pose_sequence.PickPlace``, so either one works wherever
     a step is expected.
     """
 

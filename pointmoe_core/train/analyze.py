@@ -1,4 +1,5 @@
-"""``pointmoe analyze routing --checkpoint CKPT [--datasets SPEC ...]``: what the experts learned.
+"""Routing analysis of a trained Point-MoE checkpoint: what the experts learned (``pointmoe analyze
+routing``, :mod:`.analyze_cli`).
 
 For every MoE layer, over the scenes of each dataset (eval pipeline, no dataset id given to the
 model, as in training):
@@ -18,8 +19,6 @@ The summary (``--json``) holds all of it; ``routing.json`` in the output folder 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,9 +35,8 @@ from pointmoe_core.seg.model import PointMoESegmentor
 from pointmoe_core.seg.ptv3 import SerializedPooling
 from pointmoe_core.viz.palette import colorize
 
-from .datasets import parse_entries
-from .distributed import resolve_device
-from .eval_cli import EVAL_SHUFFLE_SEED, MODEL_INPUT_KEYS, eval_datasets, load_trained, to_device
+from .evaluate import EVAL_SHUFFLE_SEED, MODEL_INPUT_KEYS, to_device
+
 
 # ---- divergence -----------------------------------------------------------------------------
 def entropy_bits(p: np.ndarray) -> np.ndarray:
@@ -190,55 +188,6 @@ def render_expert_choice(coord: np.ndarray, experts: np.ndarray, num_experts: in
     from pointmoe_core.viz.render import render_cloud_png
 
     return render_cloud_png(PointCloud(coord), path, colors=colorize(experts, num_experts), width=640, height=480)
-
-
-# ---- CLI ------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=("routing",), help="what to analyse")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint file or checkpoint directory")
-    parser.add_argument("--datasets", nargs="+", metavar="SPEC",
-                        help="KIND[:key=value,...] (default: the run's val and zero-shot datasets)")
-    parser.add_argument("--max-scenes", type=int, default=4, help="scenes per dataset")
-    parser.add_argument("--top", type=int, default=100, help="how many token pathways to report")
-    parser.add_argument("--output", help="folder for routing.json and the PNGs (default: RUN/routing)")
-    parser.add_argument("--render-layers", nargs="*", metavar="LAYER",
-                        help="MoE layers whose expert choice is rendered (default: first and last; "
-                             "none with an empty list)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    device = resolve_device(args.device)
-    trained = load_trained(args.checkpoint, device)
-    layers = list(trained.model.backbone.moe_layers())
-    if not layers:
-        print("this model has no MoE layers (a dense backbone): there is no routing to analyse")
-        return {"ok": False, "error": "no MoE layers", "checkpoint": str(trained.path)}
-    entries = parse_entries(args.datasets) if args.datasets else parse_entries(
-        trained.train_config.get("val_datasets")) + parse_entries(trained.train_config.get("zero_shot_datasets"))
-    if not entries:
-        return {"ok": False, "error": "no datasets: pass --datasets (the checkpoint names none)"}
-    datasets = eval_datasets(entries, trained.train_config)
-    routings = {d.name: collect_routing(trained.model, d, args.max_scenes, device) for d in datasets}
-    result = analyze(routings, args.top)
-
-    output = Path(args.output) if args.output else trained.path.parent.parent / "routing"
-    images = {"jsd_per_layer": str(plot_jsd_png(result["layers"], output / "jsd_per_layer.png"))}
-    render_layers = [layers[0], layers[-1]] if args.render_layers is None else args.render_layers
-    unknown = sorted(set(render_layers) - set(layers))
-    if unknown:
-        raise ValueError(f"--render-layers {unknown} are not MoE layers; these are: {layers}")
-    for name, routing in routings.items():
-        for layer in render_layers:
-            key = f"experts_{name}_{short_layer_name(layer)}"
-            images[key] = str(render_expert_choice(routing.scene_coord, routing.scene_experts[layer],
-                                                   len(routing.usage[layer]), output / f"{key}.png"))
-    summary = {"ok": True, "checkpoint": str(trained.path), "step": trained.step, "output": str(output),
-               **result, "images": images}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "routing.json").write_text(json.dumps(summary, indent=1))
-    print(format_analysis(result))
-    return summary
 
 
 def format_analysis(result: dict[str, Any]) -> str:

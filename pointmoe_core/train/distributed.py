@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..common.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -31,11 +33,11 @@ class DistributedContext:
 
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the torchrun process group if the env describes one; pick this rank's device
-    (``resolve_device``; "cpu" forces CPU, and gloo, even on a GPU machine)."""
+    (``rank_device``; "cpu" forces CPU, and gloo, even on a GPU machine)."""
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    torch_device = resolve_device(device, local_rank)
+    torch_device = rank_device(device, local_rank)
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
@@ -44,10 +46,10 @@ def init_distributed(device: str = "auto") -> DistributedContext:
     return DistributedContext(rank, world_size, local_rank, torch_device)
 
 
-def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto" is ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; "cuda" is ``cuda:LOCAL_RANK``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+def rank_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``device`` with "auto" resolved (``resolve_device``); "cuda" means this rank's GPU,
+    ``cuda:LOCAL_RANK``."""
+    device = resolve_device(device)
     return torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
 
 

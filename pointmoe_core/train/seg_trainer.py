@@ -52,7 +52,7 @@ from pointmoe_core.seg.head import LanguageGuidedHead
 from pointmoe_core.seg.model import PointMoESegmentor, SegmentorConfig, load_config
 from pointmoe_core.seg.text import TextEncoder
 
-from .checkpoint import (
+from ..common.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -62,7 +62,7 @@ from .checkpoint import (
 )
 from .datasets import DatasetEntry, parse_entries
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .eval_cli import MODEL_INPUT_KEYS, eval_datasets, evaluate, format_results, mean_miou, to_device
+from .evaluate import MODEL_INPUT_KEYS, eval_datasets, evaluate, format_results, mean_miou, to_device
 from .losses import LossConfig, segmentation_loss
 
 NONFINITE_PATIENCE = 20  # non-finite steps in a row before training gives up

@@ -6,8 +6,8 @@ from pointmoe_core.data.sample import INDOOR, OUTDOOR, make_sample
 from pointmoe_core.data.synthetic import IndoorRoomDomain, OutdoorLidarDomain
 from pointmoe_core.data.transforms import (
     CollectFeatures,
-    EstimateNormals,
     Compose,
+    EstimateNormals,
     GridSample,
     NormalizeColor,
     PipelineConfig,

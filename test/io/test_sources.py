@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pointmoe_core.io.sources import load_cloud
+from pointmoe_core.data.sources import load_cloud
 
 
 def test_npz_source_keeps_known_arrays(tmp_path):

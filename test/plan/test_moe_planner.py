@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.common.checkpoint import CheckpointError, save_checkpoint
+from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan import planner as planner_module
 from pointmoe_core.plan.llm_moe import moe_layers, reset_routing_stats, routing_report
 from pointmoe_core.plan.lora import trainable_parameter_report
@@ -16,10 +18,8 @@ from pointmoe_core.plan.moe_planner import (
     load_planner,
 )
 from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, grounding_targets, pad_plans
-from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
-from pointmoe_core.train.checkpoint import CheckpointError, save_checkpoint
 
 TINY = "config/train/planner_tiny.yaml"
 

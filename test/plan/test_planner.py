@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 from pointmoe_core.plan.planner import (
     PoseDiTPlanner,
     PoseDiTPlannerConfig,
@@ -10,7 +11,6 @@ from pointmoe_core.plan.planner import (
     grounding_targets,
     snap_to_objects,
 )
-from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
 LOW, HIGH = np.array(WORKSPACE_BOUNDS).T

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, decode_steps
 from pointmoe_core.plan.ddpm import DDPMConfig, DDPMScheduler
 from pointmoe_core.plan.pose_dit import (
     ATTENTION_VARIANTS,
@@ -14,7 +15,6 @@ from pointmoe_core.plan.pose_dit import (
     sample_poses,
     stop_targets,
 )
-from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, decode_steps
 from pointmoe_core.plan.rectified_flow import RectifiedFlow
 
 VARIANTS = sorted(ATTENTION_VARIANTS)

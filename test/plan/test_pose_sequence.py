@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointmoe_core.plan.pose_sequence import (
+from pointmoe_core.common.pose_sequence import (
     WORKSPACE_BOUNDS,
     PickPlace,
     PoseSequence,

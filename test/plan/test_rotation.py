@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pointmoe_core.plan.rotation import (
+from pointmoe_core.common.rotation import (
     matrix_to_quaternion,
     matrix_to_rotation_6d,
     quaternion_to_matrix,

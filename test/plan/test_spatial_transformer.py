@@ -5,8 +5,13 @@ import torch
 from pointmoe_core.plan.pointnet2 import PointNet2Config
 from pointmoe_core.plan.scene_encoder import ConditionEncoderConfig
 from pointmoe_core.plan.spatial_transformer import (
-    DistanceBasis, DistanceBiasedAttention, SceneTokenizer, SceneTokenizerConfig, SpatialTransformer,
-    SpatialTransformerConfig, pairwise_distances,
+    DistanceBasis,
+    DistanceBiasedAttention,
+    SceneTokenizer,
+    SceneTokenizerConfig,
+    SpatialTransformer,
+    SpatialTransformerConfig,
+    pairwise_distances,
 )
 
 SMALL = SpatialTransformerConfig(hidden_size=32, num_layers=2, num_heads=4, ffn_size=64)

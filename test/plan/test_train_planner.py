@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pointmoe_core.common.checkpoint import load_checkpoint, save_checkpoint
 from pointmoe_core.plan.eval_planner import evaluate_questions
 from pointmoe_core.plan.moe_planner import MoEPlanner
 from pointmoe_core.plan.train_planner import (
@@ -18,7 +19,6 @@ from pointmoe_core.plan.train_planner import (
     split_episodes,
     train,
 )
-from pointmoe_core.train.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = "config/train/planner_tiny.yaml"
 

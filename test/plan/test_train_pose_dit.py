@@ -7,18 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.common.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pointmoe_core.common.pose_sequence import PoseSequence
+from pointmoe_core.data.demo_frames import load_demo_frames, object_instances
 from pointmoe_core.plan import planner as planner_module
 from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
-from pointmoe_core.plan.pose_sequence import PoseSequence
 from pointmoe_core.plan.train_pose_dit import (
     FitConfig,
     PoseDiTTrainConfig,
     fit,
-    load_demo_frames,
-    object_instances,
     train,
 )
-from pointmoe_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 CLASS_NAMES = ("table", "robot", "smaller red block", "green bowl")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pointmoe_core.paths import resolve_path
+from pointmoe_core.common.paths import resolve_path
 from pointmoe_ros import launch_support
 from pointmoe_ros.launch_support import (
     CLOUD_PUBLISHER,

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from pointmoe_core.io import cloud_from_msg, msg_from_cloud
-from pointmoe_core.io.sources import load_cloud
+from pointmoe_core.data.sources import load_cloud
+from pointmoe_core.io import cloud_from_msg
 
 pytestmark = pytest.mark.ros
 # PointField datatypes by numpy type

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
+from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 
 pytestmark = pytest.mark.ros
 

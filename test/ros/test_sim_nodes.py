@@ -246,9 +246,9 @@ def test_planner_node_plans_on_the_sim_cloud_and_the_sim_executes_it(ros_install
     from geometry_msgs.msg import PoseArray
     from visualization_msgs.msg import Marker, MarkerArray
 
+    from pointmoe_core.common.checkpoint import save_checkpoint
+    from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS
     from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
-    from pointmoe_core.plan.pose_sequence import WORKSPACE_BOUNDS
-    from pointmoe_core.train.checkpoint import save_checkpoint
     from pointmoe_ros.msg import PoseSequence
 
     planner = PoseDiTPlanner(PoseDiTPlannerConfig.from_dict(tiny_planner_config))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointmoe_core.seg import convert
+from pointmoe_core.seg import convert_cli as convert_command
 from pointmoe_core.seg.convert import (
     CheckpointKeyError,
     check_state_dict,
@@ -29,8 +29,8 @@ def tiny_model() -> PointMoESegmentor:
 
 def convert_cli(*argv: str) -> dict:
     parser = argparse.ArgumentParser()
-    convert.add_arguments(parser)
-    return convert.run(parser.parse_args(list(argv)))
+    convert_command.add_arguments(parser)
+    return convert_command.run(parser.parse_args(list(argv)))
 
 
 def test_key_map_names_the_official_head():

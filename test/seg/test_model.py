@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from pointmoe_core.data.preprocess import grid_sample, normalize_color
 from pointmoe_core.seg.model import (
     OUTDOOR_INPUT,
     PRESETS,
@@ -18,7 +19,6 @@ from pointmoe_core.seg.model import (
     load_config,
 )
 from pointmoe_core.seg.moe import SparseMoE
-from pointmoe_core.seg.transforms import grid_sample, normalize_color
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "seg"
 

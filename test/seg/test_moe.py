@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from pointmoe_core.seg.moe import ACTIVATIONS, SparseMoE, load_balance_loss
+from pointmoe_core.common.moe import load_balance_loss
+from pointmoe_core.seg.moe import ACTIVATIONS, SparseMoE
 
 
 def per_token_reference(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:

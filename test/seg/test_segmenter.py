@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.common.text_models import minilm_model_dir
+from pointmoe_core.data.preprocess import center_shift, estimate_normals, grid_sample
 from pointmoe_core.seg import OUTDOOR_INPUT, Segmenter, load_config
 from pointmoe_core.seg.model import TINY_CLASSES, PointMoESegmentor
-from pointmoe_core.seg.text import TextConfig, TextEncoder, minilm_model_dir
-from pointmoe_core.seg.transforms import center_shift, estimate_normals, grid_sample
+from pointmoe_core.seg.text import TextConfig, TextEncoder
 
 
 @pytest.fixture(scope="module")

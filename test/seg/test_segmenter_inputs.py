@@ -4,9 +4,9 @@ config, carry a hash sidecar and refuse non-finite weights."""
 import numpy as np
 import pytest
 
+from pointmoe_core.common.checkpoint import CheckpointError
 from pointmoe_core.seg.convert import CheckpointKeyError, read_checkpoint, save_checkpoint
 from pointmoe_core.seg.segmenter import Segmenter
-from pointmoe_core.train.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

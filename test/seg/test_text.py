@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointmoe_core.seg.text import TextConfig, TextEncoder, minilm_model_dir
+from pointmoe_core.common.text_models import minilm_model_dir
+from pointmoe_core.seg.text import TextConfig, TextEncoder
 
 
 def unit_rows(x: torch.Tensor) -> bool:

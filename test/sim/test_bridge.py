@@ -32,7 +32,7 @@ class RecordingEnv:
 
 
 @dataclass
-class PlannerStep:  # the shape of pointmoe_core.plan.pose_sequence.PickPlace
+class PlannerStep:  # the shape of pointmoe_core.common.pose_sequence.PickPlace
     pick_xyz: tuple
     pick_quat: tuple
     place_xyz: tuple

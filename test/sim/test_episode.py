@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pointmoe_core.sim.bridge import RavensBridge
-from pointmoe_core.sim.episode import FAILURES, oracle_planner, open_env, run_episode, summarize
+from pointmoe_core.sim.episode import FAILURES, open_env, oracle_planner, run_episode, summarize
 
 PICK = {"pose0": (np.array([0.4, 0.1, 0.02]), np.array([0, 0, 0, 1.0])),
         "pose1": (np.array([0.6, -0.1, 0.02]), np.array([0, 0, 0, 1.0]))}

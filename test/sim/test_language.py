@@ -9,8 +9,16 @@ import pytest
 
 from pointmoe_core.sim import Oracle, cli
 from pointmoe_core.sim.language import (
-    RELATIONS, ObjectFact, caption, demo_objects, next_step, next_step_qa, object_names, question_answers,
-    relation_holds, scene_objects,
+    RELATIONS,
+    ObjectFact,
+    caption,
+    demo_objects,
+    next_step,
+    next_step_qa,
+    object_names,
+    question_answers,
+    relation_holds,
+    scene_objects,
 )
 
 

@@ -19,8 +19,17 @@ from scipy.spatial.transform import Rotation
 from pointmoe_core.sim import RavensBridge, to_action
 from pointmoe_core.sim.bridge import EpisodeRunner
 from pointmoe_core.sim.cameras import CameraConfig
-from pointmoe_core.sim.lohoravens import (ASSETS_ENV_VAR, Checkout, CheckoutError, RavensTaskEnv, _RandomSortingSets,
-                                          find_checkout, import_module, make_env, task_names)
+from pointmoe_core.sim.lohoravens import (
+    ASSETS_ENV_VAR,
+    Checkout,
+    CheckoutError,
+    RavensTaskEnv,
+    _RandomSortingSets,
+    find_checkout,
+    import_module,
+    make_env,
+    task_names,
+)
 from pointmoe_core.sim.objects import SEMANTIC_CLASSES
 from pointmoe_core.sim.poses import quat_yaw
 

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pointmoe_core.train import analyze
+from pointmoe_core.train import analyze, analyze_cli
 from pointmoe_core.train.analyze import DatasetRouting, jensen_shannon
 
 
@@ -41,8 +41,8 @@ def test_analysis_of_collected_routing():
 
 def test_routing_cli_writes_histograms_pathways_and_pictures(trained_run, tmp_path):
     parser = argparse.ArgumentParser()
-    analyze.add_arguments(parser)
-    summary = analyze.run(parser.parse_args(["routing", "--checkpoint", str(trained_run / "checkpoints"),
+    analyze_cli.add_arguments(parser)
+    summary = analyze_cli.run(parser.parse_args(["routing", "--checkpoint", str(trained_run / "checkpoints"),
                                              "--max-scenes", "1", "--output", str(tmp_path)]))
     summary = json.loads(json.dumps(summary))
     assert summary["datasets"] == ["synthetic_indoor", "synthetic_outdoor", "synthetic_tabletop"]

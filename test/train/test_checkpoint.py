@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointmoe_core.train import checkpoint as ckpt
+from pointmoe_core.common import checkpoint as ckpt
 
 
 def payload(value: float) -> dict:

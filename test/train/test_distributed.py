@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from pointmoe_core.train.checkpoint import load_checkpoint
+from pointmoe_core.common.checkpoint import load_checkpoint
 from pointmoe_core.train.distributed import all_reduce_mean, init_distributed
 
 from .conftest import REPO

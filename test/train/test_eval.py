@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pointmoe_core import cli
-from pointmoe_core.train import eval_cli
+from pointmoe_core.train import eval_cli, evaluate
 from pointmoe_core.train.datasets import DatasetEntry
 
 
@@ -35,11 +35,11 @@ def test_eval_gives_a_json_summary_per_dataset_on_every_original_point(trained_r
 
 
 def test_zero_shot_through_the_text_encoder_matches_the_class_table(trained_run):
-    trained = eval_cli.load_trained(trained_run / "checkpoints")
+    trained = evaluate.load_trained(trained_run / "checkpoints")
     seen = DatasetEntry.from_spec("synthetic:domain=indoor,num_scenes=1,split=val").build(train=False)
     unseen = DatasetEntry.from_spec("synthetic:domain=indoor,num_scenes=1,split=val").build(train=False)
     unseen.name = "renamed_rooms"  # same scenes and class names, but a dataset the model never saw
-    results = eval_cli.evaluate(trained.model, [seen, unseen])
+    results = evaluate.evaluate(trained.model, [seen, unseen])
     assert not results["synthetic_indoor"]["zero_shot"] and results["renamed_rooms"]["zero_shot"]
     # the stored class table holds the text encoder's embeddings of the same names
     assert results["renamed_rooms"]["confusion"] == results["synthetic_indoor"]["confusion"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pointmoe_core import cli
+from pointmoe_core.common.checkpoint import latest_checkpoint, load_checkpoint
 from pointmoe_core.seg.segmenter import Segmenter
 from pointmoe_core.train import seg_trainer
-from pointmoe_core.train.checkpoint import latest_checkpoint, load_checkpoint
 from pointmoe_core.train.losses import segmentation_loss
 from pointmoe_core.train.seg_trainer import SegTrainConfig, global_target, model_config_for, param_groups, train
 

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from .rotation import quaternion_to_rotation_6d, rotation_6d_to_quaternion
+from .workspace import WORKSPACE_BOUNDS
 
-# Ravens workspace (x, y, z) rows of (low, high), metres
-WORKSPACE_BOUNDS = ((0.25, 0.75), (-0.5, 0.5), (0.0, 0.28))
 POSE_DIM = 9  # xyz + 6D rotation
 Vec3 = tuple[float, float, float]
 Quat = tuple[float, float, float, float]

@@ -52,3 +52,12 @@ def device(text: str) -> str:
         if index >= torch.cuda.device_count():
             raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return text
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``HEIGHTxWIDTH`` of camera images, e.g. ``480x640``."""
+    height, _, width = text.lower().partition("x")
+    try:
+        return int(height), int(width)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size is HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None

@@ -1,6 +1,7 @@
-"""Inference-time input transforms of the Segmenter (Pointcept's ``datasets/transform.py``).
+"""Array functions that turn a raw cloud into backbone input (Pointcept's ``datasets/transform.py``),
+shared by the training pipeline (:mod:`.transforms`) and the Segmenter at inference.
 
-Only what turning a raw cloud into backbone input needs, as plain array functions:
+As plain array functions:
 
 * ``center_shift``: Pointcept's ``CenterShift`` (bounding-box centre to the origin in x, y).
 * ``normalize_color``: the point_moe fork's ``NormalizeColor``, ``color / 127.5 - 1``.

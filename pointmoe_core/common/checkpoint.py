@@ -11,7 +11,7 @@ serve every other weights file (segmentation checkpoints, planner folders) the s
 
 The payload is a plain dict of tensors, numbers, strings, lists and dicts, so that
 ``torch.load(weights_only=True)`` reads it. What the trainer stores in it is documented in
-:mod:`.seg_trainer`; RNG states come from ``capture_rng_state``.
+:mod:`pointmoe_core.train.seg_trainer`; RNG states come from ``capture_rng_state``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,24 @@
+"""``pointmoe parity --fixture DIR``: our backbone against a fixture of the official Point-MoE
+backbone (:mod:`.parity`); exit status 1 above ``--tol``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .parity import format_report, run_parity
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``pointmoe parity --fixture DIR [--json]``: exit status 1 above ``--tol``."""
+    parser.add_argument("--fixture", required=True,
+                        help="directory with *_official.pth, *_meta.json and *_io.npz")
+    parser.add_argument("--conv-backend", default="auto", choices=("auto", "torch", "spconv"))
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    result = run_parity(args.fixture, conv_backend=args.conv_backend, tol=args.tol, device=args.device)
+    print("\n".join(format_report(result)))
+    return {"ok": result["passed"], **result}
