@@ -13,13 +13,8 @@ an unknown key or a value of the wrong type (``max_steps=abc``) is a usage error
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import types
-import typing
 from typing import Any
-
-import yaml
 
 from .common.cli_args import ArgumentParser, UsageError
 
@@ -69,57 +64,8 @@ def run(args: argparse.Namespace) -> dict:
         raise UsageError(f"pointmoe train: unknown task {args.task!r}; trainable tasks: {', '.join(sorted(TASKS))}")
     options = task_parser().parse_intermixed_args(args.options)
     options.task = args.task
-    check_overrides(_load(CONFIGS[args.task]), options.overrides)
+    try:  # before anything loads: a typo fails at once
+        _load(CONFIGS[args.task]).check_overrides(options.overrides)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return _load(TASKS[args.task])(options)
-
-
-def check_overrides(config_class: type, overrides: list[str]) -> None:
-    """Raise ``UsageError`` for an override that is not ``key=value``, names no field of ``config_class``
-    (dotted keys reach into nested configs) or gives a value its field's type cannot hold. Values are
-    YAML, as the configs read them; fields typed as free dicts take any keys below them."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"override {item!r} is not key=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise UsageError(f"override {item!r}: the value is not YAML ({' '.join(str(error).split())})") from None
-        owner: Any = config_class
-        for depth, name in enumerate(key.split(".")):
-            if not (isinstance(owner, type) and dataclasses.is_dataclass(owner)):
-                break  # a free-form dict field: its keys are the trainer's to check
-            known = [field.name for field in dataclasses.fields(owner)]
-            if name not in known:
-                raise UsageError(f"override {key}: {owner.__name__} has no field {name!r}; fields: {', '.join(known)}")
-            kind = typing.get_type_hints(owner)[name]
-            if depth == len(key.split(".")) - 1 and not _fits(value, kind):
-                raise UsageError(f"override {item!r}: {key} takes {_type_name(kind)}, not {value!r}")
-            owner = kind
-
-
-def _fits(value: Any, kind: Any) -> bool:
-    origin = typing.get_origin(kind)
-    if kind is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, option) for option in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is str:
-        return isinstance(value, str)
-    if origin in (tuple, list) or kind in (tuple, list):
-        return isinstance(value, list)
-    if origin is dict or kind is dict or dataclasses.is_dataclass(kind):
-        return isinstance(value, dict)
-    return True  # a type this check does not model: the config itself decides
-
-
-def _type_name(kind: Any) -> str:
-    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")

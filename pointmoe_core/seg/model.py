@@ -19,7 +19,7 @@ Configs are plain dataclasses (``SegmentorConfig`` nests ``BackboneConfig``, ``H
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +27,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..common.config import YamlConfig
 from .head import CLIP_LOGIT_SCALE, LanguageGuidedHead, LinearHead
 from .moe import SparseMoE
 from .ptv3 import BackboneConfig, PointTransformerMoE
@@ -38,7 +39,7 @@ HEAD_TYPES = ("language", "linear")
 
 
 @dataclass
-class InputConfig:
+class InputConfig(YamlConfig):
     """How a raw cloud becomes backbone input (the official data pipeline at test time).
 
     ``feat_keys`` name the per-point parts concatenated into ``feat`` (a part may repeat: the
@@ -75,7 +76,7 @@ OUTDOOR_INPUT = InputConfig(feat_keys=("coord", "strength", "strength", "strengt
 
 
 @dataclass
-class HeadConfig:
+class HeadConfig(YamlConfig):
     """``type``: "language" (cosine against text embeddings of width ``text_dim``) or "linear"."""
 
     type: str = "language"
@@ -89,8 +90,10 @@ class HeadConfig:
 
 
 @dataclass
-class SegmentorConfig:
+class SegmentorConfig(YamlConfig):
     """Everything needed to rebuild a segmentation model and feed it."""
+
+    config_name = "segmentor config"
 
     name: str = "custom"
     class_names: tuple[str, ...] = ()
@@ -118,26 +121,14 @@ class SegmentorConfig:
 
     # ---- dict / YAML ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain lists instead of tuples: checkpoints store this dict as JSON (safetensors metadata)."""
         return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SegmentorConfig":
-        parts = {"backbone": BackboneConfig, "head": HeadConfig, "text": TextConfig, "input": InputConfig}
-        kwargs = dict(data)
-        for key, part in parts.items():
-            if key in kwargs:
-                kwargs[key] = _build(part, kwargs[key], key)
-        return _build(cls, kwargs, "segmentor config")
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.dump(self.to_dict(), Dumper=_FlowListDumper, sort_keys=False, width=100)
         if path is not None:
             Path(path).write_text(text)
         return text
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "SegmentorConfig":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
 
 def _plain(value: Any) -> Any:
@@ -155,15 +146,6 @@ class _FlowListDumper(yaml.SafeDumper):
 
 _FlowListDumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", value, flow_style=all(isinstance(v, (int, float)) for v in value)))
-
-
-def _build(cls: type, data: Mapping[str, Any], what: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{what} must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown keys in {what}: {unknown}")
-    return cls(**data)
 
 
 # =============================================================================================

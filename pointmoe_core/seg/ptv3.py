@@ -23,13 +23,14 @@ skip branch to its xCPE convolution (``fix_unpool_cpe``; PointTransformerV3 issu
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.config import YamlConfig
 from .moe import SparseMoE
 from .serialization import ORDERS, inverse_permutation
 from .sparse_conv import SubMConv3d
@@ -47,7 +48,7 @@ MOE_PLACEMENTS = ("proj", "mlp", "both", "none")
 # Configuration
 # =============================================================================================
 @dataclass
-class BackboneConfig:
+class BackboneConfig(YamlConfig):
     """Hyper-parameters of the Point-MoE backbone (defaults: the official indoor Point-MoE).
 
     Names follow the official constructor, except: ``moe_placement`` replaces
@@ -96,9 +97,6 @@ class BackboneConfig:
     fix_unpool_cpe: bool = False
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # lists (from json / yaml) -> tuples
-            if isinstance(getattr(self, f.name), list):
-                setattr(self, f.name, tuple(getattr(self, f.name)))
         if isinstance(self.order, str):
             self.order = (self.order,)
         n = len(self.enc_depths)

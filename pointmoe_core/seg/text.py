@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.config import YamlConfig
 from ..common.text_models import load_minilm, minilm_model_dir
 
 TEXT_SOURCES = ("minilm", "open_clip", "precomputed")
@@ -36,7 +37,7 @@ ENCODE_BATCH = 256
 
 
 @dataclass
-class TextConfig:
+class TextConfig(YamlConfig):
     """Where class-name embeddings come from (see the module docstring)."""
 
     source: str = "minilm"

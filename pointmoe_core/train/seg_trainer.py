@@ -31,7 +31,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -60,6 +60,7 @@ from ..common.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from ..common.config import YamlConfig
 from .datasets import DatasetEntry, parse_entries
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .evaluate import MODEL_INPUT_KEYS, eval_datasets, evaluate, format_results, mean_miou, to_device
@@ -69,8 +70,11 @@ NONFINITE_PATIENCE = 20  # non-finite steps in a row before training gives up
 
 
 @dataclass
-class SegTrainConfig:
-    """Everything a run needs; YAML keys are these field names (see config/train/*.yaml)."""
+class SegTrainConfig(YamlConfig):
+    """Everything a run needs; YAML keys are these field names (see config/train/*.yaml), and
+    ``backbone.KEY=VALUE`` overrides one backbone field."""
+
+    config_name = "training config"
 
     model: str = "tiny"  # SegmentorConfig preset (tiny, base, L) or YAML file
     backbone: dict[str, Any] = field(default_factory=dict)  # BackboneConfig fields to override
@@ -115,32 +119,6 @@ class SegTrainConfig:
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"amp_dtype must be float16 or bfloat16, got {self.amp_dtype!r}")
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SegTrainConfig":
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training config keys: {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> "SegTrainConfig":
-        """The YAML file (or the defaults) with ``key=value`` overrides applied; values are YAML,
-        and ``backbone.KEY=VALUE`` sets one backbone field."""
-        data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} is not key=value")
-            value = yaml.safe_load(text)
-            head, _, sub = key.partition(".")
-            if sub:
-                if head != "backbone":
-                    raise ValueError(f"override {item!r}: only backbone.KEY takes a dotted key")
-                data.setdefault("backbone", {})[sub] = value
-            else:
-                data[key] = value
-        return cls.from_dict(data)
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for name in ("train_datasets", "val_datasets", "zero_shot_datasets"):
@@ -163,7 +141,7 @@ def model_config_for(config: SegTrainConfig, datasets: Sequence[SegDataset]) -> 
         valid_classes[dataset.name] = tuple(range(len(class_names), len(class_names) + len(dataset.class_names)))
         class_names += dataset.class_names
     return dataclasses.replace(base, class_names=tuple(class_names), valid_classes=valid_classes,
-                               backbone=dataclasses.replace(base.backbone, **config.backbone))
+                               backbone=base.backbone.replace(config.backbone, "backbone"))
 
 
 def build_model(model_config: SegmentorConfig) -> PointMoESegmentor:
