@@ -19,7 +19,7 @@ import torch
 from machine import cpu_model
 
 from pointmoe_core.data.demo_frames import load_demo_frames
-from pointmoe_core.plan.moe_planner import load_planner
+from pointmoe_core.plan.interface import load_planner
 
 
 def plan_ms(planner, frames, repeats: int) -> float:

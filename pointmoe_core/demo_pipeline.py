@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from rosbags.interfaces import Nodetype
@@ -40,6 +40,9 @@ from pointmoe_core.sim.cameras import TOP, CameraConfig
 from pointmoe_core.sim.observe import CROP_BOUNDS, SceneCloud
 from pointmoe_core.sim.pictures import annotate_steps, project, save_png
 from pointmoe_core.train.metrics import confusion_matrix, scores
+
+if TYPE_CHECKING:
+    from pointmoe_core.plan.interface import Planner
 
 # the voxel grid of `pointmoe sim demos`, which the default checkpoints were trained on; the
 # instance clustering's eps (1 cm) assumes it
@@ -192,7 +195,7 @@ class PerceivePlanAct:
 
     voxel_size = VOXEL_SIZE  # the bridge's cloud grid this pipeline expects
 
-    def __init__(self, segmenter, planner, vocabulary: tuple[str, ...], sim_to_vocabulary: np.ndarray,
+    def __init__(self, segmenter, planner: Planner, vocabulary: tuple[str, ...], sim_to_vocabulary: np.ndarray,
                  expert_layer: str | None, recorder: RunRecorder | None = None, seed: int = 0) -> None:
         import torch
 
@@ -310,7 +313,7 @@ def save_task_pictures(frame: FrameOutput, stem: Path, render) -> dict[str, str]
 def run_pipeline(args: Any) -> dict:
     """Every task of ``args.tasks`` for ``args.episodes`` episodes; prints progress and the table,
     writes the pictures and the bag under ``args.out``; returns the summary."""
-    from pointmoe_core.plan.moe_planner import load_planner
+    from pointmoe_core.plan.interface import load_planner
     from pointmoe_core.seg.segmenter import Segmenter
     from pointmoe_core.sim.episode import open_env, run_episode, summarize
     from pointmoe_core.sim.objects import SEMANTIC_CLASSES

@@ -43,8 +43,7 @@ from pointmoe_ros.plan_msgs import plan_markers, pose_array, sequence_to_msg
 from pointmoe_ros.spin import autostart, run, torch_device
 
 if TYPE_CHECKING:
-    from pointmoe_core.plan.moe_planner import MoEPlanner
-    from pointmoe_core.plan.planner import PoseDiTPlanner
+    from pointmoe_core.plan.interface import Planner
 
 # planning is slower than the sensor: only the newest cloud is worth planning on
 NEWEST_CLOUD_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
@@ -68,7 +67,7 @@ class PlannerNode(LifecycleNode):
         self.declare_parameter("sampling_steps", 0)  # 0: the checkpoint's
         self.declare_parameter("snap_radius", -1.0)  # metres; negative: the checkpoint's
         self.declare_parameter("autostart", True)  # as before it was a lifecycle node: it plans once started
-        self.planner: PoseDiTPlanner | MoEPlanner | None = None
+        self.planner: Planner | None = None
         self.instruction = ""
         self.pending: PointCloud2 | None = None
         self.inputs = []
@@ -117,7 +116,7 @@ class PlannerNode(LifecycleNode):
     def parameter(self, name: str):
         return self.get_parameter(name).value
 
-    def load_planner(self, planner: str, checkpoint: str) -> PoseDiTPlanner | MoEPlanner | None:
+    def load_planner(self, planner: str, checkpoint: str) -> Planner | None:
         """The Pose-DiT or 3D-MoE planner, or None (after one error) when it cannot be had."""
         if planner == "oracle":
             self.get_logger().error("the oracle needs the simulator's object poses: run sim_bridge_node with "
@@ -130,7 +129,8 @@ class PlannerNode(LifecycleNode):
             self.get_logger().error("no checkpoint given: set the `checkpoint` parameter to a Pose-DiT "
                                     "checkpoint or 3D-MoE planner folder; not planning")
             return None
-        from pointmoe_core.plan.moe_planner import is_moe_planner, load_planner  # torch only when planning
+        from pointmoe_core.plan.interface import load_planner  # torch only when planning
+        from pointmoe_core.plan.moe_planner_files import is_moe_planner
 
         path = resolve_path(checkpoint, get_package_share_directory("pointmoe_ros"))
         device = torch_device(self)
@@ -171,12 +171,10 @@ class PlannerNode(LifecycleNode):
     def plan_and_publish(self, msg: PointCloud2) -> None:
         cloud = cloud_from_msg(msg, fields=("rgb", "label"))
         steps = self.sampling_steps or None
-        if hasattr(self.planner, "plan_with_answer"):  # the 3D-MoE planner also says the next step
-            sequence, answer = self.planner.plan_with_answer(cloud.xyz, cloud.rgb, cloud.label, self.instruction,
-                                                             num_steps=steps)
+        sequence, answer = self.planner.plan_with_answer(cloud.xyz, cloud.rgb, cloud.label, self.instruction,
+                                                         num_steps=steps)
+        if answer is not None:  # the 3D-MoE planner also says the next step in words
             self.answer_pub.publish(String(data=answer))
-        else:
-            sequence = self.planner.plan(cloud.xyz, cloud.rgb, cloud.label, self.instruction, num_steps=steps)
         header = msg.header
         self.sequence_pub.publish(sequence_to_msg(sequence, header))
         self.poses_pub.publish(pose_array(sequence, header))

@@ -22,7 +22,7 @@ import yaml
 from ..common.device import resolve_device
 from .llm_moe import reset_routing_stats, routing_report
 from .moe_planner import MoEPlanner
-from .planner import grounding_targets, pad_plans
+from .pose_decoding import grounding_targets, pad_plans
 from .train_planner import (
     PlannerTrainConfig,
     SceneFrame,

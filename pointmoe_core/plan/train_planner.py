@@ -44,7 +44,8 @@ from ..common.pose_sequence import PoseSequence
 from ..data.demo_frames import DemoFrame, iter_demo_frames
 from ..sim.language import QA, ObjectFact, caption, demo_objects, next_step_qa, question_answers
 from .lora import trainable_parameter_report
-from .moe_planner import EXPORT_DIR, STAGES, MoEPlanner, MoEPlannerConfig, PoseCondition
+from .moe_planner import STAGES, MoEPlanner, MoEPlannerConfig, PoseCondition
+from .moe_planner_files import EXPORT_DIR
 from .prompt import PromptTemplate
 from .train_pose_dit import (
     CheckpointSchedule,

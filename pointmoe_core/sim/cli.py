@@ -30,14 +30,14 @@ import numpy as np
 
 from ..common.cli_args import image_size
 from .bridge import RavensBridge
-from .episode import Episode, Planner, add_env_arguments, open_env, oracle_planner, run_episode, summarize
+from .episode import Episode, Policy, add_env_arguments, open_env, oracle_planner, run_episode, summarize
 from .language import ObjectFact, object_metadata, scene_objects
 from .objects import SEMANTIC_CLASSES
 from .pictures import annotate_steps, contact_sheet, save_png
 from .tasks import TASKS
 
 if TYPE_CHECKING:
-    from pointmoe_core.plan.planner import PoseDiTPlanner
+    from pointmoe_core.plan.interface import Planner
 
 SCHEDULER_NAMES = {"flow": "rectified_flow", "ddpm": "ddpm"}  # --scheduler -> PoseDiTPlannerConfig.scheduler
 
@@ -93,7 +93,7 @@ class PoseDiTClosedLoop:
     """A Pose-DiT planner (MiniLM- or 3D-MoE-conditioned) in closed loop: a full plan from the latest observation, of which only
     the first step is executed, so that every step sees where the last one left the objects."""
 
-    def __init__(self, planner: "PoseDiTPlanner", num_steps: int | None = None, seed: int = 0) -> None:
+    def __init__(self, planner: "Planner", num_steps: int | None = None, seed: int = 0) -> None:
         import torch  # imported here, as the planner is: the oracle paths of this CLI run without torch
 
         self.planner, self.num_steps = planner, num_steps
@@ -111,7 +111,7 @@ class PoseDiTClosedLoop:
 
 def make_planner(name: str, num_steps: int | None = None, scheduler: str | None = None, seed: int = 0,
                  snap_radius: float | None = None, seg_checkpoint: Path | None = None,
-                 device: str = "cpu") -> Planner:
+                 device: str = "cpu") -> Policy:
     """'oracle', or a Pose-DiT checkpoint (file or directory) or 3D-MoE planner folder run closed loop;
     ``snap_radius`` replaces the checkpoint's (``planner.snap_to_objects``). With ``seg_checkpoint``
     the planner sees the segmented objects (``demo_pipeline.PerceivePlanAct``), else ground truth."""
@@ -119,7 +119,7 @@ def make_planner(name: str, num_steps: int | None = None, scheduler: str | None 
         return oracle_planner
     if not Path(name).exists():
         raise ValueError(f"planner {name!r}: neither 'oracle' nor an existing Pose-DiT checkpoint or 3D-MoE planner")
-    from pointmoe_core.plan.moe_planner import load_planner
+    from pointmoe_core.plan.interface import load_planner
 
     planner = load_planner(name, map_location=device)
     if scheduler is not None and SCHEDULER_NAMES[scheduler] != planner.config.scheduler:
@@ -191,7 +191,7 @@ def write_demos(args: argparse.Namespace) -> dict:
             "tasks": summary, "episodes": len(index)}
 
 
-def _recording_oracle(objects: list[list[ObjectFact]]) -> Planner:
+def _recording_oracle(objects: list[list[ObjectFact]]) -> Policy:
     """The oracle, noting the scene's objects at every frame it plans from (for language data)."""
 
     def planner(bridge: RavensBridge) -> dict | None:

@@ -31,9 +31,11 @@ import numpy as np
 from .bridge import NoCloud, RavensBridge, succeeded
 from .poses import ActionRefused, PoseStep
 
-__all__ = ["ENVS", "FAILURES", "Episode", "Planner", "open_env", "oracle_planner", "run_episode", "summarize"]
+__all__ = ["ENVS", "FAILURES", "Episode", "Policy", "open_env", "oracle_planner", "run_episode", "summarize"]
 
-Planner = Callable[[RavensBridge], "dict | None"]
+# what acts in an episode: the scene the bridge shows -> the next Ravens action, None to stop (the
+# oracle, or a planner in closed loop: sim.cli.PoseDiTClosedLoop, demo_pipeline.PerceivePlanAct)
+Policy = Callable[[RavensBridge], "dict | None"]
 FAILURES = ("refused action", "arm timeout", "planner stopped", "missed pick", "wrong object", "missed placement")
 ENVS = ("ours", "lohoravens")
 
@@ -85,7 +87,7 @@ def _step_failure(info: dict, reward: float) -> str | None:
     return "wrong object" if info.get("picked_goal_object") is False else "missed placement"
 
 
-def run_episode(bridge: RavensBridge, seed: int, planner: Planner, keep_observations: bool = False) -> Episode:
+def run_episode(bridge: RavensBridge, seed: int, planner: Policy, keep_observations: bool = False) -> Episode:
     """Reset with ``seed`` and let ``planner`` act until the env is done or the planner stops."""
     env = bridge.env
     env.seed(seed)

@@ -7,6 +7,7 @@ import torch
 from pointmoe_core.common.checkpoint import CheckpointError, save_checkpoint
 from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan import planner as planner_module
+from pointmoe_core.plan.interface import load_planner
 from pointmoe_core.plan.llm_moe import moe_layers, reset_routing_stats, routing_report
 from pointmoe_core.plan.lora import trainable_parameter_report
 from pointmoe_core.plan.moe_planner import (
@@ -15,9 +16,9 @@ from pointmoe_core.plan.moe_planner import (
     MoEPlannerConfig,
     ObjectPointer,
     PoseCondition,
-    load_planner,
 )
-from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig, grounding_targets, pad_plans
+from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
+from pointmoe_core.plan.pose_decoding import grounding_targets, pad_plans
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
 

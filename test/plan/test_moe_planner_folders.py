@@ -9,7 +9,8 @@ from safetensors.torch import load_file, save_file
 
 from pointmoe_core.common.checkpoint import write_hash_sidecar
 from pointmoe_core.plan import moe_planner
-from pointmoe_core.plan.moe_planner import MoEPlanner, load_planner
+from pointmoe_core.plan.interface import load_planner
+from pointmoe_core.plan.moe_planner import MoEPlanner
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 
 

@@ -8,9 +8,8 @@ from pointmoe_core.plan.planner import (
     PoseDiTPlanner,
     PoseDiTPlannerConfig,
     collate_plans,
-    grounding_targets,
-    snap_to_objects,
 )
+from pointmoe_core.plan.pose_decoding import grounding_targets, snap_to_objects
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
 LOW, HIGH = np.array(WORKSPACE_BOUNDS).T

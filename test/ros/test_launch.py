@@ -67,7 +67,7 @@ def test_parameter_files_name_the_shipped_checkpoints(ros_install, tmp_path, mon
     planner = yaml.safe_load((share / "config/sim.yaml").read_text())["planner_node"]["ros__parameters"]
     assert perception["model_config"] == ""  # the checkpoint's own config
     monkeypatch.chdir(tmp_path)  # launched from anywhere: the share has them
-    from pointmoe_core.plan.moe_planner import is_moe_planner
+    from pointmoe_core.plan.moe_planner_files import is_moe_planner
     from pointmoe_core.seg.convert import read_checkpoint
 
     assert read_checkpoint(resolve_path(perception["checkpoint"], share)).config.name == "tiny-tabletop"

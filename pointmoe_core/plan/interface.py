@@ -1,0 +1,44 @@
+"""The one interface of both planners, and opening either from a path.
+
+``PoseDiTPlanner`` (Pose-DiT on MiniLM instruction tokens) and ``MoEPlanner`` (the 3D-MoE LLM
+driving Pose-DiT) both plan a cloud with an instruction. The planner node, ``pointmoe demo``,
+``sim eval`` and the closed loops use nothing of them but this ``Planner`` protocol, so they never
+ask which one they hold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from ..common.pose_sequence import PoseSequence
+from .moe_planner import MoEPlanner
+from .moe_planner_files import is_moe_planner
+from .planner import PoseDiTPlanner
+
+
+class Planner(Protocol):
+    """Cloud + instruction -> ``PoseSequence``. A cloud is xyz (N, 3) in metres, colours (N, 3)
+    (uint8 or [0, 1]) and instance ids (N,), negative for background. ``num_steps`` overrides the
+    sampling steps, ``generator`` draws the object points and the noise; ``config.snap_radius``
+    (metres, 0 = off) snaps the planned poses onto the objects."""
+
+    config: Any
+
+    def plan(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str, num_steps: int | None = None,
+             generator: torch.Generator | None = None) -> PoseSequence:
+        ...
+
+    def plan_with_answer(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str,
+                         num_steps: int | None = None,
+                         generator: torch.Generator | None = None) -> tuple[PoseSequence, str | None]:
+        """The plan and, in words, the next step; None from a planner without a language model."""
+        ...
+
+
+def load_planner(path: str | Path, map_location: str | torch.device = "cpu") -> Planner:
+    """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds."""
+    if is_moe_planner(path):
+        return MoEPlanner.from_checkpoint(path, map_location=map_location)
+    return PoseDiTPlanner.from_checkpoint(path, map_location=map_location)
