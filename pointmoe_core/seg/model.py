@@ -280,19 +280,24 @@ class PointMoESegmentor(nn.Module):
         class_mask: torch.Tensor | None = None,
         text_embedding: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+        return_routing: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits (N, K) in input order.
 
         ``class_mask``: (K,) or per-cloud (B, K) valid classes (see ``class_mask_for``);
         ``text_embedding``: (K', D) class table replacing the stored one (language head only);
-        ``generator``: feeds the backbone's order shuffles (they happen in eval too).
+        ``generator``: feeds the backbone's order shuffles (they happen in eval too);
+        ``return_routing``: also return each MoE layer's top-k experts per point
+        (``PointTransformerMoE.point_routing``), as ``(logits, routing)``.
         """
         point = self.backbone(data, generator=generator)
         if text_embedding is None:
-            return self.head(point.feat, class_mask, point.batch)
-        if not isinstance(self.head, LanguageGuidedHead):
+            logits = self.head(point.feat, class_mask, point.batch)
+        elif not isinstance(self.head, LanguageGuidedHead):
             raise ValueError("only the language-guided head takes a text_embedding")
-        return self.head(point.feat, class_mask, point.batch, text_embedding=text_embedding)
+        else:
+            logits = self.head(point.feat, class_mask, point.batch, text_embedding=text_embedding)
+        return (logits, self.backbone.point_routing(point)) if return_routing else logits
 
     def class_mask_for(self, datasets: Sequence[str]) -> torch.Tensor:
         """(B, K) bool: row b marks the valid classes of cloud b's dataset (``config.valid_classes``)."""

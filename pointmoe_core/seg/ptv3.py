@@ -674,6 +674,12 @@ class PointTransformerMoE(nn.Module):
                     ))
                     layer_idx += 1
                 self.dec[f"dec{s}"] = DecoderStage(up, blocks)
+        # each MoE layer's stage: its rows are that stage's points (the decoder's dec{s} works on
+        # the points of the encoder's enc{s})
+        stages = [(f"enc.enc{s}", s) for s in range(num_stages)]
+        stages += [] if c.cls_mode else [(f"dec.dec{s}", s) for s in range(num_stages - 1)]
+        self.moe_stage = {f"{prefix}.{name}": s for prefix, s in stages
+                          for name, m in self.get_submodule(prefix).named_modules() if isinstance(m, SparseMoE)}
 
     @classmethod
     def from_official_kwargs(cls, kwargs: Mapping[str, Any], **overrides: Any) -> "PointTransformerMoE":
@@ -701,14 +707,18 @@ class PointTransformerMoE(nn.Module):
         point = data if isinstance(data, Point) else Point.from_dict(data)
         point.serialization(c.order, shuffle_orders=c.shuffle_orders, generator=generator)
         point = self.embedding(point)
+        stage_rows = [torch.arange(len(point.feat), device=point.feat.device)]
         for s, stage in enumerate(self.enc.values()):
             perm = None
             if s > 0 and pool_order_perms is not None:
                 perm = torch.as_tensor(pool_order_perms[s - 1], dtype=torch.long)
             point = stage(point, perm=perm, generator=generator)
+            if s > 0:  # an input point is where the token it was pooled into is
+                stage_rows.append(point.pooling_inverse[stage_rows[-1]])
         if not c.cls_mode:
             for stage in self.dec.values():
                 point = stage(point)
+        point.stage_rows = stage_rows
         return point
 
     # ---- MoE introspection ------------------------------------------------------------------
@@ -723,6 +733,12 @@ class PointTransformerMoE(nn.Module):
         """
         return {name: m.last_topk_idx for name, m in self.moe_layers().items()
                 if getattr(m, "last_topk_idx", None) is not None}
+
+    def point_routing(self, point: Point) -> dict[str, torch.Tensor]:
+        """Top-k expert ids ``(N, k)`` of each MoE layer for every input point, in input order, from
+        the forward that returned ``point``: a point at a pooled stage takes the routing of the
+        token it was pooled into."""
+        return {name: topk[point.stage_rows[self.moe_stage[name]]] for name, topk in self.routing().items()}
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the MoE load-balancing losses of the last forward (``None`` when there are none)."""

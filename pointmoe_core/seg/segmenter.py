@@ -26,7 +26,6 @@ embeddings, new names are encoded by the ``TextEncoder`` of the config's text so
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +38,6 @@ from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
 from .convert import load_segmentor, save_checkpoint
 from .head import LanguageGuidedHead
 from .model import InputConfig, PointMoESegmentor, SegmentorConfig, load_config
-from .ptv3 import SerializedPooling
 from .serialization import MAX_DEPTH
 from .text import TextEncoder
 
@@ -297,35 +295,16 @@ class Segmenter:
             offset=torch.tensor([len(rows)], device=device),
             grid_size=self.input.grid_size,
         )
-        pool_inverses: dict[int, torch.Tensor] = {}
-        hooks = []
-        if want_experts:
-            for stage, module in enumerate(self.model.backbone.enc.values()):
-                down = getattr(module, "down", None)
-                if isinstance(down, SerializedPooling):
-                    hooks.append(down.register_forward_hook(
-                        lambda _m, _i, out, stage=stage: pool_inverses.__setitem__(stage, out.pooling_inverse)))
         generator = torch.Generator().manual_seed(self.seed)
-        try:
-            with torch.no_grad():
-                logits = self.model(data, text_embedding=table, generator=generator)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        with torch.no_grad():
+            output = self.model(data, text_embedding=table, generator=generator, return_routing=want_experts)
+        logits, routing = output if want_experts else (output, None)
         if columns is not None:
             logits = logits[:, columns]
         probs = torch.softmax(logits.float(), -1).cpu().numpy()
-        if not want_experts:
+        if routing is None:
             return probs, None
-        # routing rows follow each stage's storage order: compose the pooling inverses back to stage 0
-        stage_row = {0: torch.arange(len(rows), device=device)}
-        for stage in sorted(pool_inverses):
-            stage_row[stage] = pool_inverses[stage][stage_row[stage - 1]]
-        experts = {}
-        for layer, topk in self.model.backbone.routing().items():
-            stage = int(re.match(r"(?:enc\.enc|dec\.dec)(\d+)\.", layer).group(1))
-            experts[layer] = topk[:, 0][stage_row[stage]].cpu().numpy()
-        return probs, experts
+        return probs, {layer: topk[:, 0].cpu().numpy() for layer, topk in routing.items()}
 
 
 def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range: float | None

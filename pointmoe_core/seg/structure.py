@@ -13,6 +13,8 @@ point counts, one entry per cloud). This is the same information as a plain data
   decoder at stage ``s`` works on the very same ``Point`` object as the encoder at stage ``s``,
   so it reuses these.
 * ``pooling_parent`` / ``pooling_inverse``: set by pooling so that unpooling can go back.
+* ``stage_rows``: set by the backbone on the point it returns: for every encoder stage, the row
+  that holds each input point there (the pooled token it went into), for per-point routing.
 * ``conv_feat``: features the next sparse convolution sees when they differ from ``feat``
   (only after unpooling, see ``SerializedUnpooling``); ``None`` means "use ``feat``".
 """
@@ -59,6 +61,7 @@ class Point:
     pooling_parent: "Point | None" = None
     pooling_inverse: torch.Tensor | None = None
     conv_feat: torch.Tensor | None = None
+    stage_rows: list[torch.Tensor] | None = None
     cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

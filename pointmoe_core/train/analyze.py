@@ -32,7 +32,6 @@ from pointmoe_core.data.sample import SegDataset
 from pointmoe_core.data.transforms import collate
 from pointmoe_core.io.pointcloud2 import PointCloud
 from pointmoe_core.seg.model import PointMoESegmentor
-from pointmoe_core.seg.ptv3 import SerializedPooling
 from pointmoe_core.viz.palette import colorize
 
 from .evaluate import EVAL_SHUFFLE_SEED, MODEL_INPUT_KEYS, to_device
@@ -69,20 +68,12 @@ class DatasetRouting:
     scene_experts: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> (N,) top-1 expert
 
 
-def _stage(layer: str) -> int:
-    return int(re.match(r"(?:enc\.enc|dec\.dec)(\d+)\.", layer).group(1))
-
-
 @torch.no_grad()
 def collect_routing(model: PointMoESegmentor, dataset: SegDataset, max_scenes: int | None,
                     device: torch.device) -> DatasetRouting:
     layers = model.backbone.moe_layers()
     routing = DatasetRouting({name: np.zeros(m.num_experts, np.int64) for name, m in layers.items()},
                              dict.fromkeys(layers, 0))
-    pool_inverses: dict[int, torch.Tensor] = {}
-    hooks = [stage.down.register_forward_hook(
-        lambda _m, _i, out, s=s: pool_inverses.__setitem__(s, out.pooling_inverse))
-        for s, stage in enumerate(model.backbone.enc.values()) if isinstance(getattr(stage, "down", None), SerializedPooling)]
     was_training = model.training
     model.eval()
     try:
@@ -91,25 +82,20 @@ def collect_routing(model: PointMoESegmentor, dataset: SegDataset, max_scenes: i
             sample = dataset.transform(dataset.load(index), np.random.default_rng((dataset.seed, index)))
             batch = collate([sample])
             generator = torch.Generator().manual_seed(EVAL_SHUFFLE_SEED)
-            model.backbone({key: to_device(batch[key], device) for key in MODEL_INPUT_KEYS}, generator=generator)
-            # each stage's rows are its pooled tokens: compose the pooling maps back to the input points
-            row_at_stage = {0: torch.arange(len(batch["coord"]), device=device)}
-            for s in sorted(pool_inverses):
-                row_at_stage[s] = pool_inverses[s][row_at_stage[s - 1]]
-            top1 = []
-            for name, topk in model.backbone.routing().items():
+            point = model.backbone({key: to_device(batch[key], device) for key in MODEL_INPUT_KEYS},
+                                   generator=generator)
+            for name, topk in model.backbone.routing().items():  # usage counts the stage's own tokens
                 routing.usage[name] += np.bincount(topk.flatten().cpu().numpy(), minlength=len(routing.usage[name]))
                 routing.tokens[name] += len(topk)
-                top1.append(topk[:, 0][row_at_stage[_stage(name)]].cpu().numpy())
-            paths = np.stack(top1, axis=1)
+            # pathways follow the input points: a pooled stage's choice is its token's
+            paths = np.stack([topk[:, 0].cpu().numpy() for topk in model.backbone.point_routing(point).values()],
+                             axis=1)
             unique, counts = np.unique(paths, axis=0, return_counts=True)
             routing.pathways.update({tuple(int(e) for e in row): int(c) for row, c in zip(unique, counts)})
             if index == 0:
                 routing.scene_coord = batch["coord"].numpy()
                 routing.scene_experts = dict(zip(layers, paths.T))
     finally:
-        for hook in hooks:
-            hook.remove()
         model.train(was_training)
     return routing
 
