@@ -10,7 +10,7 @@ BUILD_INPUTS := CMakeLists.txt package.xml $(wildcard msg/*.msg) \
 	$(shell find pointmoe_ros pointmoe_core launch config -type f -not -name '*.pyc' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup build test test-all demo bench clean train-defaults
+.PHONY: setup build lint test test-all demo bench clean train-defaults
 
 setup: $(SETUP_STAMP)
 
@@ -24,10 +24,14 @@ $(BUILD_STAMP): $(SETUP_STAMP) $(BUILD_INPUTS)
 	bash scripts/colcon_build.sh
 	touch $@
 
-test: $(BUILD_STAMP)
+# the linter first (ruff.toml: line length, import order, unused names): seconds, and it names the line
+lint: $(SETUP_STAMP)
+	$(ROS_ENV) && python -m ruff check .
+
+test: lint $(BUILD_STAMP)
 	$(ROS_ENV) && python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(BUILD_STAMP)
+test-all: lint $(BUILD_STAMP)
 	$(ROS_ENV) && python -m pytest $(PYTEST_ARGS)
 
 demo: $(BUILD_STAMP)

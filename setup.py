@@ -1,7 +1,7 @@
 """pip install -e . for non-ROS users (colcon builds this folder as an ament_cmake package and ignores this file).
 
 Dependencies are declared here once. Extras:
-  test   pytest, hypothesis and friends
+  test   pytest, hypothesis and friends, and ruff (the linter `make test` runs first)
   cpu    spconv (CPU build)          cu120  spconv-cu120 (CUDA 12.0 build)
   ros    the PyPI ROS 2 Jazzy wheels (runtime + message generators) and colcon
   ravens      what Google Ravens' environment and tasks import (ravens/environments/environment.py,
@@ -62,7 +62,7 @@ setup(
         "timm",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "hypothesis"],
+        "test": ["pytest>=8", "pytest-timeout", "hypothesis", "ruff==0.16.9"],
         "cpu": ["spconv"],
         "cu120": ["spconv-cu120"],
         "ros": ROS_WHEELS,

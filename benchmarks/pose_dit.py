@@ -46,7 +46,8 @@ def first_step_errors_cm(planner: PoseDiTPlanner, demo_dir: str) -> dict[str, fl
     generator = torch.Generator().manual_seed(0)
     pick, place = [], []
     for frame in frames:
-        planned = planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction, generator=generator).steps[0]
+        planned = planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction,
+                               generator=generator).steps[0]
         oracle = frame.remaining.steps[0]
         pick.append(np.linalg.norm(np.subtract(planned.pick_xyz, oracle.pick_xyz)[:2]))
         place.append(np.linalg.norm(np.subtract(planned.place_xyz, oracle.place_xyz)[:2]))

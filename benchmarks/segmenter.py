@@ -7,8 +7,8 @@ each size. Each size is timed with normals given and, unless ``--normals given``
 so that open3d estimates them inside predict as it does for a depth-camera cloud. Times are the
 median of ``--repeats`` calls after one warm-up, wall clock for the whole call (voxelisation,
 features, network, mapping back to every input point), plus the process CPU time, which with
-``--threads 1`` estimates the wall time of a quiet single core when other jobs share the CPU. The model is untrained with a random
-class table: throughput does not depend on the weights, and no text model is needed.
+``--threads 1`` estimates the wall time of a quiet single core when other jobs share the CPU. The
+model is untrained with a random class table: throughput does not depend on the weights, and no text model is needed.
 ``--json`` prints a JSON summary as the last line.
 """
 from __future__ import annotations
@@ -97,7 +97,8 @@ def main() -> None:
                    load_average=list(os.getloadavg()))
     if torch.device(args.device).type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(args.device)
-    print(f"config {args.config} on {machine.get('gpu', args.device)}, CPU: {machine['cpu']}, nproc {machine['nproc']}, "
+    print(f"config {args.config} on {machine.get('gpu', args.device)}, CPU: {machine['cpu']}, "
+          f"nproc {machine['nproc']}, "
           f"torch {machine['torch']} ({machine['torch_threads']} threads), sparse conv {backend}, "
           f"load average {machine['load_average']}")
     rows = []

@@ -107,7 +107,8 @@ def main() -> None:
     for clock, key in (("wall", ""), ("CPU", "cpu_")):
         print(f"{results[f'physics_steps_per_{key}s']:18.0f} {results[f'env_steps_per_{key}s']:12.2f} "
               f"{results[f'observation_{key}ms']:15.1f} {results[f'render_{key}ms']:12.1f} "
-              f"{results[f'fuse_{key}ms']:10.1f} {results['points']:8d} {results[f'fuse_voxel_{key}ms']:12.1f}   {clock}")
+              f"{results[f'fuse_{key}ms']:10.1f} {results['points']:8d} "
+              f"{results[f'fuse_voxel_{key}ms']:12.1f}   {clock}")
     if args.json:
         print(json.dumps({"task": args.task, "machine": machine, **results}))
 

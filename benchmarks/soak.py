@@ -175,7 +175,8 @@ def main() -> None:
     summary = {
         "cpu": cpu_model(), "nproc": os.cpu_count(), "clouds": args.clouds, "rate_hz": args.rate_hz, "wall_s": wall,
         "answered": len(latencies), "dropped": args.clouds - len(latencies),
-        "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)} | {"max": float(latencies.max())},
+        "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)}
+        | {"max": float(latencies.max())},
         "rss_mb": [(index, round(rss, 1)) for index, rss in samples],
         "warm_up_clouds": warm_from,
         "rss_after_warm_up": {"min": min(settled), "max": max(settled), "level": level},

@@ -53,7 +53,8 @@ def task_parser() -> ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", nargs="?", help=f"what to train: one of {sorted(TASKS) or 'none yet'}")
     parser.add_argument("options", nargs=argparse.REMAINDER, metavar="...",
-                        help="[--config FILE] [--resume] [--batch-from-single-dataset] [--demos DIR] [--stage N] [key=value ...]; "
+                        help="[--config FILE] [--resume] [--batch-from-single-dataset] [--demos DIR] [--stage N] "
+                             "[key=value ...]; "
                              "`pointmoe train TASK --help` describes them")
 
 

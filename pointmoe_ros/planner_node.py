@@ -14,9 +14,10 @@ not available here, as it reads the simulator's true object poses: run ``sim_bri
 ``use_oracle:=true`` and it publishes the oracle's plan itself.
 
 A lifecycle node: configure loads the planner (the 3D-MoE one loads its LLM, a minute on a small
-CPU, with the steps logged), activate subscribes; ``autostart`` (default true) does both at start. A configure that fails logs why and leaves the node unconfigured. A relative
-``checkpoint`` is looked up in the working directory, then in the package's share, where
-``checkpoints/planner_3d_moe`` ships. A cloud that cannot be planned on gives a throttled warning.
+CPU, with the steps logged), activate subscribes; ``autostart`` (default true) does both at start. A
+configure that fails logs why and leaves the node unconfigured. A relative ``checkpoint`` is looked
+up in the working directory, then in the package's share, where ``checkpoints/planner_3d_moe``
+ships. A cloud that cannot be planned on gives a throttled warning.
 
     ros2 run pointmoe_ros planner_node --ros-args -p checkpoint:=runs/pose_dit \\
         -r ~/input/points:=/sim_bridge_node/output/points \\

@@ -18,7 +18,8 @@ def test_working_directory_first_then_share(tmp_path, monkeypatch):
 
 def test_a_missing_path_names_every_place_tried(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=f"absent.pth not found: tried {tmp_path}/absent.pth, /share/absent.pth"):
+    with pytest.raises(FileNotFoundError,
+                       match=f"absent.pth not found: tried {tmp_path}/absent.pth, /share/absent.pth"):
         resolve_path("absent.pth", "/share")
     with pytest.raises(FileNotFoundError, match="/nowhere/absent.pth does not exist"):
         resolve_path("/nowhere/absent.pth", "/share")

@@ -23,7 +23,8 @@ def _room(points: int = 800) -> PointCloud:
 def test_the_range_limit_follows_the_sensor_kind(segmenter):
     camera, lidar = _room(), _room()
     lidar.intensity = np.ones(len(lidar), np.float32)
-    assert InputMapping().range_for(camera) == CAMERA_MAX_RANGE_M and InputMapping().range_for(lidar) == LIDAR_MAX_RANGE_M
+    assert (InputMapping().range_for(camera) == CAMERA_MAX_RANGE_M
+            and InputMapping().range_for(lidar) == LIDAR_MAX_RANGE_M)
     assert InputMapping(max_range=80).range_for(lidar) == 80.0
     camera.xyz[0] = [CAMERA_MAX_RANGE_M + 10, 0, 0]  # beyond a camera's range, within a LiDAR's
     lidar.xyz[0] = camera.xyz[0]

@@ -61,7 +61,8 @@ def evaluate_questions(planner: MoEPlanner, samples: Sequence[TextSample], seed:
     return {
         "questions": len(every),
         "accuracy": sum(every) / len(every),
-        "per_kind": {kind: {"questions": len(oks), "accuracy": sum(oks) / len(oks)} for kind, oks in sorted(correct.items())},
+        "per_kind": {kind: {"questions": len(oks), "accuracy": sum(oks) / len(oks)}
+                     for kind, oks in sorted(correct.items())},
         "routing": routing_report(planner.llm, reset=True),
         "examples": examples,
     }

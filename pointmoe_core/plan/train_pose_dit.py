@@ -226,7 +226,8 @@ def run_checkpointed(run: PlannerFit, output_dir: Path, train_config: dict[str, 
     return last_loss
 
 
-def train(config: PoseDiTTrainConfig, resume: bool = False, instruction_encoder: InstructionEncoder | None = None) -> dict[str, Any]:
+def train(config: PoseDiTTrainConfig, resume: bool = False,
+          instruction_encoder: InstructionEncoder | None = None) -> dict[str, Any]:
     """Run (or continue) training; returns the summary the CLI prints with ``--json``."""
     if not config.demos:
         raise ValueError("no demos: give --demos DIR or demos: in the config")

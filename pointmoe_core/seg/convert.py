@@ -1,4 +1,5 @@
-"""Checkpoints: our file format and the key map to and from Pointcept / point_moe (``pointmoe convert``: :mod:`.convert_cli`).
+"""Checkpoints: our file format and the key map to and from Pointcept / point_moe (``pointmoe
+convert``: :mod:`.convert_cli`).
 
 Official state dicts come from Pointcept's ``DefaultSegmentorV2`` (``PT-v3m1`` backbone + Linear
 ``seg_head``) and point_moe's ``PPTMoE-v0m0`` (``PTMoE-v0m0`` backbone + PPT language head).

@@ -65,7 +65,8 @@ class LanguageGuidedHead(nn.Module):
     def set_class_embedding(self, embedding: torch.Tensor) -> None:
         """Fill the class table (K, D) (stored L2-normalised); other vocabularies go to ``forward``."""
         if embedding.shape != self.class_embedding.shape:
-            raise ValueError(f"class embedding must be {tuple(self.class_embedding.shape)}, got {tuple(embedding.shape)}")
+            raise ValueError(f"class embedding must be {tuple(self.class_embedding.shape)}, "
+                             f"got {tuple(embedding.shape)}")
         self.class_embedding = F.normalize(embedding.detach().float(), dim=-1).to(self.proj.weight.device)
 
     def forward(self, feat: torch.Tensor, class_mask: torch.Tensor | None = None,

@@ -101,7 +101,8 @@ class SparseMoE(nn.Module):
         return None if self.last_stats is None else self.last_stats.topk_idx
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_experts={self.num_experts}, top_k={self.top_k}, aux_loss_alpha={self.aux_loss_alpha}"
+        return (f"dim={self.dim}, num_experts={self.num_experts}, top_k={self.top_k}, "
+                f"aux_loss_alpha={self.aux_loss_alpha}")
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router probabilities (N, E) and the top-k (weights, expert ids), each (N, k).

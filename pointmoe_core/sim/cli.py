@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 class PoseDiTClosedLoop:
-    """A Pose-DiT planner (MiniLM- or 3D-MoE-conditioned) in closed loop: a full plan from the latest observation, of which only
-    the first step is executed, so that every step sees where the last one left the objects."""
+    """A Pose-DiT planner (MiniLM- or 3D-MoE-conditioned) in closed loop: a full plan from the latest
+    observation, of which only the first step is executed, so that every step sees where the last
+    one left the objects."""
 
     def __init__(self, planner: "Planner", num_steps: int | None = None, seed: int = 0) -> None:
         import torch  # imported here, as the planner is: the oracle paths of this CLI run without torch

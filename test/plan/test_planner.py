@@ -110,7 +110,8 @@ def test_export_round_trips_as_safetensors_and_is_hash_checked(tiny_planner_conf
     loaded = PoseDiTPlanner.from_checkpoint(path, instruction_encoder=hash_text)
     assert loaded.config == planner.config
     xyz, colors, ids = tabletop(0)
-    a, b = (p.plan(xyz, colors, ids, "put it there", generator=torch.Generator().manual_seed(0)) for p in (planner, loaded))
+    a, b = (p.plan(xyz, colors, ids, "put it there", generator=torch.Generator().manual_seed(0))
+            for p in (planner, loaded))
     assert a.to_ravens_actions()[0]["pose0"][0].tolist() == b.to_ravens_actions()[0]["pose0"][0].tolist()
     path.write_bytes(path.read_bytes()[:-1] + b" ")  # one byte changed
     with pytest.raises(Exception, match="corrupt"):

@@ -179,7 +179,8 @@ def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install
             time.sleep(0.2)
         assert call(get_state, GetState.Request()).current_state.label == "unconfigured"
         assert process.poll() is None
-        fixed = Parameter(name="model_config", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=""))
+        fixed = Parameter(name="model_config",
+                          value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=""))
         assert call(node.create_client(SetParameters, "/unfit_node/set_parameters"),
                     SetParameters.Request(parameters=[fixed])).results[0].successful
         configure = ChangeState.Request()
@@ -191,4 +192,5 @@ def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install
         process.terminate()
         process.wait(timeout=30)
     text = log_path.read_text()
-    assert "carries its own config 'tiny-tabletop'" in text and "Traceback" not in text and process.returncode == 0, text
+    assert ("carries its own config 'tiny-tabletop'" in text and "Traceback" not in text
+            and process.returncode == 0), text

@@ -67,4 +67,5 @@ def test_a_node_that_cannot_start_says_why_in_one_line(ros_install, tmp_path):
     assert process.wait(timeout=60) == 1
     log.seek(0)
     lines = [line for line in log.read().splitlines() if line.strip()]
-    assert len(lines) == 1 and "cannot start: FileNotFoundError: cloud source 'absent.pcd' is not a file" in lines[0], lines
+    assert (len(lines) == 1
+            and "cannot start: FileNotFoundError: cloud source 'absent.pcd' is not a file" in lines[0]), lines

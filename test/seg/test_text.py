@@ -39,7 +39,8 @@ def test_minilm_puts_similar_names_closer(minilm):
 
 def test_precomputed_real_clip_features(shared_data):
     folder = shared_data / "clip_text_features"
-    table_path, names_path = folder / "scannet200_text_features.pth", folder / "class_names_INSTANCE_CAT_SCANNET_200.json"
+    table_path = folder / "scannet200_text_features.pth"
+    names_path = folder / "class_names_INSTANCE_CAT_SCANNET_200.json"
     if not table_path.is_file() or not names_path.is_file():
         pytest.skip(f"CLIP text features not found in {folder}")
     encoder = TextEncoder(TextConfig(source="precomputed", embeddings=str(table_path), names=str(names_path)))

@@ -59,7 +59,8 @@ def test_each_failure_gets_one_reason(outcomes, reason):
 
 
 def test_refused_actions_and_a_planner_that_stops_are_reasons_too():
-    refused = _run([(0.0, False, {})], planner=lambda bridge: {"pose0": PICK["pose0"], "pose1": ([9.0, 0, 0], [0, 0, 0, 1])})
+    refused = _run([(0.0, False, {})],
+                   planner=lambda bridge: {"pose0": PICK["pose0"], "pose1": ([9.0, 0, 0], [0, 0, 0, 1])})
     assert refused.failure == "refused action" and "outside the workspace" in refused.refused and not refused.steps
     stopped = _run([(0.0, False, {})], planner=lambda bridge: None)
     assert stopped.failure == "planner stopped"
