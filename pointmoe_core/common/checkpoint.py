@@ -181,3 +181,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def _as_tuples(value: Any) -> Any:
     """``random.setstate`` wants the nested tuples ``getstate`` gave, which serialisation may turn into lists."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def save_rotating(directory: str | Path, payload: dict[str, Any], step: int, epoch: int, keep_last: int) -> Path:
+    """A training run's checkpoint: ``save_checkpoint``, then the oldest pruned to ``keep_last``."""
+    path = save_checkpoint(directory, payload, step, epoch).path
+    prune_checkpoints(directory, keep_last)
+    return path
+
+
+def resume_payload(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The payload of the checkpoint ``latest`` names, for ``--resume``: FileNotFoundError when the
+    run has none."""
+    if latest_checkpoint(directory) is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {directory}")
+    return load_checkpoint(directory, map_location=map_location)

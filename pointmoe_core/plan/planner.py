@@ -29,14 +29,7 @@ from ..common.config import YamlConfig
 from ..common.pose_sequence import PoseSequence
 from .ddpm import DDPMConfig
 from .instruction import InstructionEncoder
-from .pose_decoding import (
-    SCHEDULERS,
-    decode_plan,
-    grounding_loss,
-    make_scheduler,
-    pad_plans,
-    snap_to_objects,
-)
+from .pose_decoding import SCHEDULERS, decode_plan, grounding_loss, make_scheduler, pad_plans, snap_to_objects
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .rectified_flow import RectifiedFlowConfig
 from .scene_encoder import ConditionEncoder, ConditionEncoderConfig, SceneObjects, objects_from_cloud, pad_scenes

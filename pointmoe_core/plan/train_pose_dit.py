@@ -15,7 +15,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,16 +25,10 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..common.checkpoint import (
-    capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    restore_rng_state,
-    save_checkpoint,
-)
+from ..common.checkpoint import capture_rng_state, latest_checkpoint, restore_rng_state, resume_payload, save_rotating
 from ..common.config import YamlConfig
 from ..common.device import resolve_device
+from ..common.run_log import RunLog
 from ..data.demo_frames import DemoFrame, load_demo_frames
 from .instruction import InstructionEncoder
 from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
@@ -162,9 +155,7 @@ class PoseDiTTrainConfig(YamlConfig):
 def resume_fit(run: PlannerFit, checkpoint_dir: Path, device: torch.device) -> dict[str, Any]:
     """Put ``run`` and the RNGs back where ``checkpoints/latest`` left them; returns the payload,
     whose weights the caller loads into its planner."""
-    if latest_checkpoint(checkpoint_dir) is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
-    payload = load_checkpoint(checkpoint_dir, map_location=device)
+    payload = resume_payload(checkpoint_dir, map_location=device)
     run.load_state_dict(payload["fit"])
     restore_rng_state(payload["rng"])
     return payload
@@ -185,20 +176,16 @@ def run_checkpointed(run: PlannerFit, output_dir: Path, train_config: dict[str, 
     """Step ``run`` until done, writing ``train_config.yaml``, ``log.jsonl`` (one line per step),
     ``tensorboard/`` and ``checkpoints/`` (``weights()`` beside the fit and RNG state) into
     ``output_dir``, with a tqdm bar; returns the last step's loss."""
-    from torch.utils.tensorboard import SummaryWriter
-
     checkpoint_dir = output_dir / "checkpoints"
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train_config.yaml").write_text(yaml.safe_dump(train_config, sort_keys=False))
-    writer = SummaryWriter(str(output_dir / "tensorboard"))
-    log = open(output_dir / "log.jsonl", "a")
+    log = RunLog(output_dir)
 
     def save() -> None:
         payload = {**weights(), "step": run.step, "fit": run.state_dict(), "rng": capture_rng_state(),
                    "train_config": train_config}
         epoch = run.step * run.config.batch_size // len(run.frames)
-        save_checkpoint(checkpoint_dir, payload, run.step, epoch)
-        prune_checkpoints(checkpoint_dir, schedule.keep_last)
+        save_rotating(checkpoint_dir, payload, run.step, epoch, schedule.keep_last)
 
     progress = tqdm(total=run.config.steps, initial=run.step, dynamic_ncols=True, desc=desc)
     last_loss = math.nan
@@ -208,19 +195,16 @@ def run_checkpointed(run: PlannerFit, output_dir: Path, train_config: dict[str, 
             lr = run.lr  # the rate this step uses
             losses = run.run_step()
             last_loss = losses["loss"]
-            log.write(json.dumps({"step": run.step, **losses, "lr": lr}) + "\n")
+            log.record({"step": run.step, **losses, "lr": lr}, flush=False)
             progress.update(1)
             progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
             if run.step % schedule.log_every == 0 or run.done:
-                for name, value in losses.items():
-                    writer.add_scalar(f"loss/{name}", value, run.step)
-                writer.add_scalar("lr", lr, run.step)
+                log.scalars({**{f"loss/{name}": value for name, value in losses.items()}, "lr": lr}, run.step)
                 log.flush()
             if (schedule.checkpoint_every and run.step % schedule.checkpoint_every == 0) or run.done:
                 save()
     finally:
         progress.close()
-        writer.close()
         log.close()
     run.planner.eval()
     return last_loss

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import random
 import time
@@ -52,15 +51,9 @@ from pointmoe_core.seg.head import LanguageGuidedHead
 from pointmoe_core.seg.model import PointMoESegmentor, SegmentorConfig, load_config
 from pointmoe_core.seg.text import TextEncoder
 
-from ..common.checkpoint import (
-    capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    restore_rng_state,
-    save_checkpoint,
-)
+from ..common.checkpoint import capture_rng_state, latest_checkpoint, restore_rng_state, resume_payload, save_rotating
 from ..common.config import YamlConfig
+from ..common.run_log import RunLog
 from .datasets import DatasetEntry, parse_entries
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .evaluate import MODEL_INPUT_KEYS, eval_datasets, evaluate, format_results, mean_miou, to_device
@@ -173,33 +166,6 @@ def global_target(batch: Mapping[str, Any], valid_classes: Mapping[str, Sequence
 
 
 # ---- training -------------------------------------------------------------------------------
-class _Logger:
-    """TensorBoard scalars and ``log.jsonl`` lines, written by rank 0 only."""
-
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(output_dir / "tensorboard"))
-            self.jsonl = open(output_dir / "log.jsonl", "a")
-
-    def record(self, entry: dict[str, Any]) -> None:
-        if self.enabled:
-            self.jsonl.write(json.dumps(entry) + "\n")
-            self.jsonl.flush()
-
-    def scalars(self, values: Mapping[str, float], step: int) -> None:
-        if self.enabled:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.writer.close()
-            self.jsonl.close()
-
-
 def routing_scalars(model: PointMoESegmentor) -> dict[str, float]:
     """Per MoE layer: routing entropy of the last forward and each expert's share of its tokens."""
     values = {}
@@ -291,10 +257,7 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
 
     step, resumed_from = 0, None
     if resume:
-        found = latest_checkpoint(checkpoint_dir)
-        if found is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
-        payload = load_checkpoint(found, map_location=device)
+        payload = resume_payload(checkpoint_dir, map_location=device)
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -314,14 +277,13 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         (output_dir / "model_config.yaml").write_text(core.config.to_yaml())
-    logger = _Logger(output_dir, context.is_main)
+    logger = RunLog(output_dir, context.is_main)
 
     def save(epoch: int) -> Path:
         payload = _checkpoint_payload(config, core, optimizer, scheduler, scaler, step, epoch)
         path = None
         if context.is_main:
-            path = save_checkpoint(checkpoint_dir, payload, step, epoch).path
-            prune_checkpoints(checkpoint_dir, config.keep_last)
+            path = save_rotating(checkpoint_dir, payload, step, epoch, config.keep_last)
         barrier()
         return path or checkpoint_dir / f"step_{step:08d}.pt"
 
