@@ -2,6 +2,7 @@
 
 Point I/O (``io``), Point-MoE segmentation (``seg``), the 3D-MoE / Pose-DiT planner
 (``plan``), training (``train``), the tabletop simulator (``sim``) and visualisation
-(``viz``). Nothing here imports rclpy; ``pointmoe_ros`` wraps it in nodes.
+(``viz``), on the shared bottom layer ``common``; docs/ARCHITECTURE.md maps them. Nothing here
+imports rclpy; ``pointmoe_ros`` wraps it in nodes.
 """
 __version__ = "0.1.0"

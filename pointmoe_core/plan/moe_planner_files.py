@@ -30,7 +30,7 @@ ADAPTERS_DIR = "adapters"
 EXPORT_DIR = "planner"  # where a training stage's output folder keeps its planner
 
 
-def contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: value.detach().cpu().contiguous() for name, value in state.items()}
 
 
@@ -39,7 +39,7 @@ def checkpoint_folder(path: str | Path) -> Path:
     path = Path(path)
     for folder in (path, path / EXPORT_DIR):
         if (folder / CONFIG_FILE).is_file():
-            meta = read_meta(folder / CONFIG_FILE)
+            meta = _read_meta(folder / CONFIG_FILE)
             if meta.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"{folder / CONFIG_FILE} is not a 3D-MoE planner (format {meta.get('format')!r})")
             return folder
@@ -48,7 +48,7 @@ def checkpoint_folder(path: str | Path) -> Path:
     raise FileNotFoundError(f"no 3D-MoE planner in {path}: expected {CONFIG_FILE} there or in {EXPORT_DIR}/")
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -71,7 +71,7 @@ def write_folder(path: str | Path, states: dict[str, dict[str, torch.Tensor]], m
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for name, state in states.items():
-        save_file(contiguous(state), path / name)
+        save_file(_contiguous(state), path / name)
     meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta}
     (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return path
@@ -88,7 +88,7 @@ def read_folder(path: str | Path, load_pose_dit: bool = True) -> tuple[Path, dic
     stage's output folder), everything checked: files present, sidecars, finite weights, version.
     ``load_pose_dit=False`` leaves out Pose-DiT and the object pointer."""
     path = checkpoint_folder(path)
-    meta = read_meta(path / CONFIG_FILE)
+    meta = _read_meta(path / CONFIG_FILE)
     needed = [SCENE_FILE] + ([POSE_DIT_FILE, POINTER_FILE] if load_pose_dit else [])
     needed += [f"{ADAPTERS_DIR}/{ADAPTERS_WEIGHTS}", f"{ADAPTERS_DIR}/{ADAPTERS_CONFIG}"] if meta["adapted"] else []
     missing = [name for name in needed if not (path / name).is_file()]
