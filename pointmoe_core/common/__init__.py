@@ -2,7 +2,7 @@
 
 * :mod:`.config`: ``YamlConfig``, the one base of every dataclass config (YAML + ``key=value``);
 * :mod:`.checkpoint`: atomic checkpoint files with sha256 sidecars, ``latest``, RNG capture, the
-  rotation and resume every training run uses; :mod:`.run_log`: its ``log.jsonl`` and TensorBoard;
+  rotation and resume every training run uses; :mod:`.training`: its log and non-finite guard;
 * :mod:`.device`: the ``"auto"`` device choice;
 * :mod:`.workspace`: the Ravens workspace bounds;
 * :mod:`.pose_sequence` (with :mod:`.rotation`): ``PoseSequence``, the planner's output type;

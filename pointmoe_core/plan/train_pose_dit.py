@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..common.checkpoint import capture_rng_state, latest_checkpoint, restore_rng_state, resume_payload, save_rotating
 from ..common.config import YamlConfig
 from ..common.device import resolve_device
-from ..common.run_log import RunLog
+from ..common.training import NonFiniteGuard, RunLog
 from ..data.demo_frames import DemoFrame, load_demo_frames
 from .instruction import InstructionEncoder
 from .planner import PlanBatch, PoseDiTPlanner, PoseDiTPlannerConfig, collate_plans
@@ -57,11 +57,12 @@ def make_batch(planner: PoseDiTPlanner, frames: Sequence[DemoFrame], generator: 
 
 
 class PlannerFit:
-    """The optimisation state of ``fit``: AdamW over the planner's trainable parameters with linear
-    warm-up and cosine decay, the generator that draws samples and object points, and the step
-    count. ``state_dict`` / ``load_state_dict`` make a run resumable; the loss's own noise comes
-    from the global torch RNG, which the checkpoint captures beside it. ``batch_loss`` is the
-    Pose-DiT loss on demo frames; the 3D-MoE stages override it for their own samples."""
+    """The optimisation state of ``fit``: AdamW over the planner's trainable parameters with linear warm-up
+    and cosine decay (a step whose loss or gradients are not finite is skipped: ``NonFiniteGuard``),
+    the generator that draws samples and object points, and the step count. ``state_dict`` /
+    ``load_state_dict`` make a run resumable; the loss's own noise comes from the global torch RNG,
+    which the checkpoint captures beside it. ``batch_loss`` is the Pose-DiT loss on demo frames; the
+    3D-MoE stages override it for their own samples."""
 
     def __init__(self, planner: torch.nn.Module, frames: Sequence[Any], config: FitConfig | None = None) -> None:
         if not frames:
@@ -72,6 +73,7 @@ class PlannerFit:
         self.trainable = [p for p in planner.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.guard = NonFiniteGuard()
         self.step = 0
 
     def _lr_factor(self, step: int) -> float:
@@ -98,8 +100,9 @@ class PlannerFit:
         losses = self.batch_loss([self.frames[i] for i in pick])
         self.optimizer.zero_grad()
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
-        self.optimizer.step()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip))
+        if self.guard.allows(losses["loss"].item(), grad_norm, self.step + 1):
+            self.optimizer.step()
         self.lr_schedule.step()
         self.step += 1
         return {name: value.item() for name, value in losses.items()}

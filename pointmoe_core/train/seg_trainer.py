@@ -53,13 +53,11 @@ from pointmoe_core.seg.text import TextEncoder
 
 from ..common.checkpoint import capture_rng_state, latest_checkpoint, restore_rng_state, resume_payload, save_rotating
 from ..common.config import YamlConfig
-from ..common.run_log import RunLog
+from ..common.training import NONFINITE_PATIENCE, NonFiniteGuard, RunLog
 from .datasets import DatasetEntry, parse_entries
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .evaluate import MODEL_INPUT_KEYS, eval_datasets, evaluate, format_results, mean_miou, to_device
 from .losses import LossConfig, segmentation_loss
-
-NONFINITE_PATIENCE = 20  # non-finite steps in a row before training gives up
 
 
 @dataclass
@@ -291,7 +289,7 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
                     desc="train seg")
     results: dict[str, Any] = {}
     last_loss = math.nan
-    bad_steps = 0
+    guard = NonFiniteGuard(NONFINITE_PATIENCE, advice="with amp_dtype=float16 try bfloat16, else lower lr")
     checkpoint_path = None
     model.train()
     while step < total_steps:
@@ -320,15 +318,8 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
                       for key, value in (("loss", loss), ("ce", parts["ce"]), ("lovasz", parts["lovasz"]))}
             logged["aux"] = 0.0 if aux is None else float(all_reduce_mean(aux.detach()))
             lrs = scheduler.get_last_lr()  # the rates this step used
-            if math.isfinite(logged["loss"]) and math.isfinite(grad_norm):
+            if guard.allows(logged["loss"], grad_norm, step + 1):
                 scaler.step(optimizer)
-                bad_steps = 0
-            else:  # skipped, as GradScaler skips overflowing fp16 steps: NaN must not reach the weights
-                bad_steps += 1
-                if bad_steps == NONFINITE_PATIENCE:
-                    raise FloatingPointError(
-                        f"loss or gradients not finite for {bad_steps} steps in a row (step {step + 1}); "
-                        "with amp_dtype=float16 try bfloat16, else lower lr")
             scaler.update()
             scheduler.step()
             step += 1
