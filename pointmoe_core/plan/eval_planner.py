@@ -72,9 +72,10 @@ def evaluate_questions(planner: MoEPlanner, samples: Sequence[TextSample], seed:
 def evaluate_grounding(planner: MoEPlanner, frames: Sequence[SceneFrame], seed: int = 0,
                        batch_size: int = 16) -> dict[str, Any]:
     """How often the object pointer's top object is the one under the demo's first pick (place),
-    over the frames whose pick (place) is on an object; ``chance`` is the mean of 1 / objects."""
+    over the frames whose pick (place) is on an object, overall and per task; ``chance`` is the
+    mean of 1 / objects."""
     generator = torch.Generator().manual_seed(seed)
-    hits: dict[str, list[bool]] = {"pick": [], "place": []}
+    hits: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"pick": [], "place": []})
     chance = []
     for start in range(0, len(frames), batch_size):
         batch = [frame.cloud for frame in frames[start:start + batch_size]]
@@ -84,12 +85,20 @@ def evaluate_grounding(planner: MoEPlanner, frames: Sequence[SceneFrame], seed: 
         poses, _ = pad_plans([f.remaining for f in batch])
         target, grounded = grounding_targets(poses.to(planner.device), condition.object_locations,
                                              condition.object_mask, planner.config.grounding_radius)
-        chosen = logits.argmax(-1)
-        for role, r in (("pick", 0), ("place", 1)):
-            hits[role] += (chosen[:, r] == target[:, r])[grounded[:, r]].tolist()
+        right = (logits.argmax(-1) == target).tolist()
+        for frame, row_right, row_grounded in zip(batch, right, grounded.tolist()):
+            for role, r in (("pick", 0), ("place", 1)):
+                if row_grounded[r]:
+                    hits[frame.task][role].append(row_right[r])
         chance += (1 / condition.object_mask.sum(1)[grounded[:, 0]]).tolist()
-    return {f"{role}_accuracy": sum(h) / len(h) if h else None for role, h in hits.items()} | {
-        "grounded_frames": len(hits["pick"]), "chance": sum(chance) / len(chance) if chance else None}
+
+    def accuracies(task_hits: dict[str, list[bool]]) -> dict[str, Any]:
+        return {f"{role}_accuracy": sum(h) / len(h) if h else None for role, h in task_hits.items()} | {
+            "grounded_frames": len(task_hits["pick"])}
+
+    every = {role: [ok for task_hits in hits.values() for ok in task_hits[role]] for role in ("pick", "place")}
+    return accuracies(every) | {"chance": sum(chance) / len(chance) if chance else None,
+                                "per_task": {task: accuracies(h) for task, h in sorted(hits.items())}}
 
 
 def _training_config(checkpoint: Path) -> PlannerTrainConfig:

@@ -31,6 +31,7 @@ import open3d as o3d
 from scipy.spatial import cKDTree
 
 from ..common.config import YamlConfig
+from ..data.demo_frames import BACKGROUND_CLASSES
 
 
 @dataclass
@@ -78,6 +79,18 @@ def instances_from_segmentation(
     for index, members in enumerate(found):
         instance_ids[members] = index
     return instance_ids
+
+
+def segmented_instances(segmenter, xyz: np.ndarray, rgb: np.ndarray, vocabulary: Sequence[str],
+                        background: Sequence[str] = BACKGROUND_CLASSES,
+                        config: InstanceClusteringConfig | None = None) -> np.ndarray:
+    """Per-point instance ids of a colour cloud as a planner sees them without ground truth: the
+    segmenter's classes over ``vocabulary`` (background names left out), clustered as above.
+    Training on these teaches the planner the objects it will meet, merged stacks and all."""
+    result = segmenter.predict(xyz, color=rgb, class_names=list(vocabulary))
+    labels = np.where(result.valid, result.labels, -1)
+    background_ids = [i for i, name in enumerate(vocabulary) if name in background]
+    return instances_from_segmentation(xyz, labels, background_ids, config, rgb=rgb)
 
 
 def _join_outline_parts(xyz: np.ndarray, rgb: np.ndarray, parts: list[np.ndarray],

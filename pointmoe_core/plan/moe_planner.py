@@ -112,6 +112,10 @@ class MoEPlannerConfig(YamlConfig):
     # N > 0 replaces the query by N bidirectional fusion layers over all condition tokens, then a
     # per-object score
     pointer_fusion_layers: int = 0
+    # ``pointer_query: instruction``: self-attention layers among the objects before they are
+    # scored; the relational tasks (a block whose colour has a bowl, blocks of a colour that occurs
+    # an even number of times) need more than one
+    pointer_relate_layers: int = 1
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
     snap_radius: float = 0.0  # metres: ``planner.snap_to_objects`` after sampling; 0 = off
@@ -188,7 +192,7 @@ class ObjectPointer(nn.Module):
       whatever of them survives in the last token; the objects first attend to each other (one
       self-attention layer: a block already in a bowl looks different from one on the table), and
       the place query also reads the object the pick points at, so "the bowl of the matching
-      colour" can follow the picked block;
+      colour" can follow the picked block (``relate_layers`` such layers);
     * ``fusion_layers`` > 0: a small bidirectional transformer over all condition tokens lets each
       3D token read the words before it is scored.
 
@@ -206,7 +210,7 @@ class ObjectPointer(nn.Module):
     """
 
     def __init__(self, width: int, size: int = 128, fusion_layers: int = 0, num_heads: int = 4,
-                 query: str = "last_token") -> None:
+                 query: str = "last_token", relate_layers: int = 1) -> None:
         super().__init__()
         if query not in POINTER_QUERIES:
             raise ValueError(f"query must be one of {POINTER_QUERIES}, got {query!r}")
@@ -226,7 +230,7 @@ class ObjectPointer(nn.Module):
         else:
             self.role_queries = nn.Parameter(torch.randn(2, size) * size ** -0.5)
             self.words = nn.MultiheadAttention(size, num_heads, kdim=width, vdim=width, batch_first=True)
-            self.relate = fusion_encoder(size, num_heads, 1)
+            self.relate = fusion_encoder(size, num_heads, relate_layers)
             self.query = nn.Linear(size, size)
             self.follow = nn.Linear(size, size)  # the picked object's features into the place query
 
@@ -313,7 +317,7 @@ class MoEPlanner(nn.Module):
         self.scene = SceneTokenizer(config.scene)
         self.pose_dit = PoseDiT(config.pose_dit)
         self.pointer = ObjectPointer(width, config.pointer_size, config.pointer_fusion_layers,
-                                     query=config.pointer_query)
+                                     query=config.pointer_query, relate_layers=config.pointer_relate_layers)
         self.scheduler = make_scheduler(config)
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds

@@ -84,12 +84,20 @@ def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndar
 def grounding_targets(poses: torch.Tensor, object_locations: torch.Tensor, object_mask: torch.Tensor,
                       radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For each plan's first pick and place (B, 2): the index of the object whose centre is nearest
-    in xy, and whether it is within ``radius`` metres. poses (B, T, 2, 9) encoded, object_locations
-    (B, M, 6) and object_mask (B, M) as ``pad_scenes`` makes them."""
+    in xy, and whether it is within ``radius`` metres; beyond it, the smallest object whose xy box
+    holds the pose (a spot in a 15 cm zone lies farther from its centre than from a block's).
+    poses (B, T, 2, 9) encoded, object_locations (B, M, 6) and object_mask (B, M) as
+    ``pad_scenes`` makes them."""
     first = unnormalize_xyz(poses[:, 0, :, :3])[..., :2]  # (B, pick|place, 2), metres
-    distance = (first[:, :, None] - object_locations[:, None, :, :2]).norm(dim=-1)  # (B, 2, M)
-    nearest, target = distance.masked_fill(~object_mask[:, None], float("inf")).min(-1)
-    return target, nearest < radius
+    offset = first[:, :, None] - object_locations[:, None, :, :2]  # (B, 2, M, 2)
+    distance = offset.norm(dim=-1).masked_fill(~object_mask[:, None], float("inf"))
+    nearest, target = distance.min(-1)
+    half_size = object_locations[:, None, :, 3:5] / 2
+    area = (half_size.prod(-1) * 4).expand_as(distance)
+    inside = (offset.abs() <= half_size).all(-1) & object_mask[:, None]
+    holding_area, holder = area.masked_fill(~inside, float("inf")).min(-1)
+    near = nearest < radius
+    return torch.where(near, target, holder), near | holding_area.isfinite()
 
 
 def grounding_loss(logits: torch.Tensor, poses: torch.Tensor, object_locations: torch.Tensor,

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,9 @@ from ..common.config import YamlConfig
 from ..common.device import resolve_device
 from ..common.pose_sequence import PoseSequence
 from ..data.demo_frames import DemoFrame, iter_demo_frames
+from ..data.sim_demos import SIM_CLASS_SETS
 from ..sim.language import QA, ObjectFact, caption, demo_objects, next_step_qa, question_answers
+from .instances import segmented_instances
 from .lora import trainable_parameter_report
 from .moe_planner import STAGES, MoEPlanner, MoEPlannerConfig, PoseCondition
 from .moe_planner_files import EXPORT_DIR
@@ -56,6 +58,7 @@ from .train_pose_dit import (
 )
 
 STAGE_CHECKPOINT_FORMAT = "pointmoe-3d-moe-stage"
+Perception = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (xyz, rgb) -> per-point instance ids
 
 
 @dataclass
@@ -80,10 +83,22 @@ class TextSample:
     kind: str  # "caption", or the question kind of sim.language ("count", ..., "next step")
 
 
-def load_scene_frames(demo_dir: str | Path) -> list[SceneFrame]:
-    """Every demo frame with steps left to do, with its object list (demos need object metadata)."""
-    return [SceneFrame(frame, demo_objects(demo, k), int(entry["seed"]), k, demo["pick_xyz"][k], demo["place_xyz"][k])
-            for entry, demo, k, frame in iter_demo_frames(demo_dir)]
+def load_scene_frames(demo_dir: str | Path, perceive: Perception | None = None) -> list[SceneFrame]:
+    """Every demo frame with steps left to do, with its object list (demos need object metadata).
+
+    Objects are the simulator's bodies, or with ``perceive`` ``(xyz, rgb) -> instance ids`` the
+    instances found in the cloud. Only object points are kept: the planner reads nothing else,
+    and a table of ~35k points per frame would not fit in memory for thousands of frames."""
+    frames, found = [], iter_demo_frames(demo_dir)
+    if perceive is not None:
+        found = tqdm(found, desc="segmenting demo frames", unit="frame")
+    for entry, demo, k, cloud in found:
+        ids = cloud.instance_ids if perceive is None else perceive(cloud.xyz, cloud.rgb)
+        keep = ids >= 0
+        cloud = replace(cloud, xyz=cloud.xyz[keep], rgb=cloud.rgb[keep], instance_ids=ids[keep])
+        frames.append(SceneFrame(cloud, demo_objects(demo, k), int(entry["seed"]), k, demo["pick_xyz"][k],
+                                 demo["place_xyz"][k]))
+    return frames
 
 
 def split_episodes(frames: Sequence[SceneFrame], heldout_every: int) -> tuple[list[SceneFrame], list[SceneFrame]]:
@@ -187,6 +202,10 @@ class PlannerTrainConfig(YamlConfig):
     # stage 3: draws of each frame's object points whose LLM condition is computed once before
     # training; 0 computes it anew at every step (an LLM forward per sample)
     condition_draws: int = 1
+    # stage 3: a segmentation checkpoint; each frame's objects are then the instances the planner
+    # meets at test time (``segmentation_perception``: merged stacks, a block taken for part of a
+    # bowl, misread strips) instead of the simulator's bodies. Empty: the bodies.
+    perception: str = ""
     language_seed: int = 0
     checkpoint_every: int = 100  # steps; the last step is always saved
     keep_last: int = 2  # step checkpoints kept; 0 keeps all
@@ -235,6 +254,18 @@ def stage_samples(config: PlannerTrainConfig, stage: int, frames: Sequence[Scene
     return condition_frames(planner, clouds, config.condition_draws, config.stage3.fit.batch_size, generator)
 
 
+def segmentation_perception(seg_checkpoint: str | Path) -> Perception:
+    """``(xyz, rgb) -> instance ids`` as a planner without ground truth finds them: the
+    checkpoint's coarse tabletop classes, clustered (``instances.segmented_instances``)."""
+    from ..seg.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(seg_checkpoint)
+    vocabulary = SIM_CLASS_SETS["coarse"]
+    if not set(vocabulary) <= set(segmenter.config.class_names):
+        raise ValueError(f"{seg_checkpoint} lacks some of the tabletop classes {vocabulary}")
+    return lambda xyz, rgb: segmented_instances(segmenter, xyz, rgb, vocabulary)
+
+
 def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) one stage; returns the summary the CLI prints with ``--json``."""
     if not config.demos:
@@ -245,7 +276,8 @@ def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[
     device = torch.device(resolve_device(config.device))
     fit = config.stage(stage).fit
     torch.manual_seed(fit.seed)
-    frames, heldout = split_episodes(load_scene_frames(config.demos), config.heldout_every)
+    perceive = segmentation_perception(config.perception) if stage == 3 and config.perception else None
+    frames, heldout = split_episodes(load_scene_frames(config.demos, perceive), config.heldout_every)
     planner = build_planner(config, stage).to(device)
     samples = stage_samples(config, stage, frames, planner)
     run = StageFit(planner, samples, fit)

@@ -9,7 +9,7 @@ from pointmoe_core.plan.planner import (
     PoseDiTPlannerConfig,
     collate_plans,
 )
-from pointmoe_core.plan.pose_decoding import grounding_targets, snap_to_objects
+from pointmoe_core.plan.pose_decoding import grounding_targets, pad_plans, snap_to_objects
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
 LOW, HIGH = np.array(WORKSPACE_BOUNDS).T
@@ -161,3 +161,25 @@ def test_plan_snaps_onto_the_scene_objects(tiny_planner_config):
     for step in plan.steps:
         for xyz_ in (step.pick_xyz, step.place_xyz):
             assert torch.isclose(centres.double(), torch.tensor(xyz_[:2]).double()).all(1).any()
+
+
+def test_grounding_falls_back_to_the_smallest_object_whose_box_holds_the_pose():
+    # a 15 cm zone at (0.5, 0) holding a 4 cm block at (0.54, 0.04); one far 4 cm block
+    locations = torch.tensor([[[0.5, 0.0, 0.0, 0.15, 0.15, 0.002],
+                               [0.54, 0.04, 0.02, 0.04, 0.04, 0.04],
+                               [0.7, -0.3, 0.02, 0.04, 0.04, 0.04]]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+
+    def first(pick, place):
+        plan = PoseSequence([PickPlace((*pick, 0.02), (0, 0, 0, 1), (*place, 0.02), (0, 0, 0, 1))])
+        return pad_plans([plan])[0]
+
+    # the pick is on the far block's centre; the place a zone spot 5.3 cm from the zone's centre
+    target, grounded = grounding_targets(first((0.7, -0.3), (0.4625, -0.0375)), locations, mask, radius=0.05)
+    assert target.tolist() == [[2, 0]] and grounded.all()
+    # inside the block's box as well as the zone's: the nearer centre wins within the radius
+    target, _ = grounding_targets(first((0.7, -0.3), (0.55, 0.05)), locations, mask, radius=0.05)
+    assert target[0, 1] == 1
+    # nowhere near an object, in no box: not grounded
+    _, grounded = grounding_targets(first((0.3, 0.4), (0.3, 0.4)), locations, mask, radius=0.05)
+    assert not grounded.any()
