@@ -83,17 +83,21 @@ class TextSample:
     kind: str  # "caption", or the question kind of sim.language ("count", ..., "next step")
 
 
-def load_scene_frames(demo_dir: str | Path, perceive: Perception | None = None) -> list[SceneFrame]:
+def load_scene_frames(demo_dir: str | Path, perceive: Perception | None = None,
+                      perceived: Callable[[int], bool] = lambda seed: True) -> list[SceneFrame]:
     """Every demo frame with steps left to do, with its object list (demos need object metadata).
 
     Objects are the simulator's bodies, or with ``perceive`` ``(xyz, rgb) -> instance ids`` the
-    instances found in the cloud. Only object points are kept: the planner reads nothing else,
-    and a table of ~35k points per frame would not fit in memory for thousands of frames."""
+    instances found in the cloud of each episode whose seed ``perceived`` accepts. Only object
+    points are kept: the planner reads nothing else, and a table of ~35k points per frame would not
+    fit in memory for thousands of frames."""
     frames, found = [], iter_demo_frames(demo_dir)
     if perceive is not None:
         found = tqdm(found, desc="segmenting demo frames", unit="frame")
     for entry, demo, k, cloud in found:
-        ids = cloud.instance_ids if perceive is None else perceive(cloud.xyz, cloud.rgb)
+        ids = cloud.instance_ids
+        if perceive is not None and perceived(int(entry["seed"])):
+            ids = perceive(cloud.xyz, cloud.rgb)
         keep = ids >= 0
         cloud = replace(cloud, xyz=cloud.xyz[keep], rgb=cloud.rgb[keep], instance_ids=ids[keep])
         frames.append(SceneFrame(cloud, demo_objects(demo, k), int(entry["seed"]), k, demo["pick_xyz"][k],
@@ -104,8 +108,12 @@ def load_scene_frames(demo_dir: str | Path, perceive: Perception | None = None) 
 def split_episodes(frames: Sequence[SceneFrame], heldout_every: int) -> tuple[list[SceneFrame], list[SceneFrame]]:
     """(training, held-out) frames; an episode is held out when its seed is a multiple of
     ``heldout_every`` (0: none is), so the split does not depend on which episodes were written."""
-    heldout = [f for f in frames if heldout_every and f.episode_seed % heldout_every == 0]
-    return [f for f in frames if not (heldout_every and f.episode_seed % heldout_every == 0)], heldout
+    heldout = [f for f in frames if is_heldout(f.episode_seed, heldout_every)]
+    return [f for f in frames if not is_heldout(f.episode_seed, heldout_every)], heldout
+
+
+def is_heldout(seed: int, heldout_every: int) -> bool:
+    return bool(heldout_every) and seed % heldout_every == 0
 
 
 def _frame_rng(seed: int, frame: SceneFrame) -> np.random.Generator:
@@ -277,7 +285,10 @@ def train(config: PlannerTrainConfig, stage: int, resume: bool = False) -> dict[
     fit = config.stage(stage).fit
     torch.manual_seed(fit.seed)
     perceive = segmentation_perception(config.perception) if stage == 3 and config.perception else None
-    frames, heldout = split_episodes(load_scene_frames(config.demos, perceive), config.heldout_every)
+    # training only counts the held-out frames: they keep their bodies instead of being segmented
+    frames, heldout = split_episodes(
+        load_scene_frames(config.demos, perceive, lambda seed: not is_heldout(seed, config.heldout_every)),
+        config.heldout_every)
     planner = build_planner(config, stage).to(device)
     samples = stage_samples(config, stage, frames, planner)
     run = StageFit(planner, samples, fit)

@@ -209,9 +209,11 @@ def test_object_pointer_reads_the_last_token_and_adds_two_tokens():
     torch.testing.assert_close(extended.states[:, :5], states)
 
 
-def test_instruction_pointer_pools_the_words_and_the_place_follows_the_pick():
+@pytest.mark.parametrize("relate_layers", [1, 2])
+def test_instruction_pointer_pools_the_words_and_the_place_follows_the_pick(relate_layers):
     torch.manual_seed(0)
-    pointer = ObjectPointer(width=8, size=4, query="instruction").eval()
+    pointer = ObjectPointer(width=8, size=4, query="instruction", relate_layers=relate_layers).eval()
+    assert len(pointer.relate.layers) == relate_layers
     # one prompt: 2 words, 3 objects, 2 words, 1 padding token
     states, mask = torch.randn(1, 8, 8), torch.tensor([[True] * 7 + [False]])
     xyz = torch.full((1, 8, 3), float("nan"))

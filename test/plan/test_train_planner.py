@@ -222,6 +222,11 @@ def test_scene_frames_keep_object_points_of_the_bodies_or_of_a_perception(demos)
     assert len(perceived) == len(frames)
     for frame in perceived:
         assert (frame.cloud.instance_ids == 7).all() and (frame.cloud.xyz[:, 2] > 0.01).all()
+    # only the episodes the predicate names are perceived; the others keep their bodies
+    partly = load_scene_frames(demos, above_table, perceived=lambda seed: seed == 1)
+    for frame, bodies in zip(partly, frames):
+        expected = 7 if frame.episode_seed == 1 else bodies.cloud.instance_ids
+        assert np.array_equal(frame.cloud.instance_ids, np.broadcast_to(expected, frame.cloud.instance_ids.shape))
 
 
 def test_grounding_is_reported_per_task(stages, demos):
