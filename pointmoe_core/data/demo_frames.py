@@ -30,6 +30,9 @@ class DemoFrame:
     instruction: str
     remaining: PoseSequence
     task: str = ""
+    # (K, pick|place, xyz) metres: every step that could come first, the demo's among them
+    # (``sim.oracle.first_step_options``); None where the demo did not record them
+    first_steps: np.ndarray | None = None
 
 
 def object_instances(label: np.ndarray, object_id: np.ndarray, class_names: Sequence[str],
@@ -54,13 +57,16 @@ def iter_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUN
             steps = [(demo["pick_xyz"][i], demo["pick_quat"][i], demo["place_xyz"][i], demo["place_quat"][i])
                      for i in range(len(demo["pick_xyz"]))]
             offsets = demo["frame_offsets"]
+            options = demo["option_xyz"] if "option_xyz" in demo else None
+            option_offsets = demo["option_offsets"] if options is not None else None
             for k in range(len(steps)):
                 points = slice(offsets[k], offsets[k + 1])
                 remaining = PoseSequence.from_ravens_actions(
                     [{"pose0": s[:2], "pose1": s[2:]} for s in steps[k:]], instruction=str(demo["instruction"]),
                     planner="oracle")
+                first_steps = None if options is None else options[option_offsets[k]:option_offsets[k + 1]]
                 yield entry, demo, k, DemoFrame(demo["xyz"][points], demo["rgb"][points], instance_ids[points],
-                                                str(demo["instruction"]), remaining, str(demo["task"]))
+                                                str(demo["instruction"]), remaining, str(demo["task"]), first_steps)
 
 
 def load_demo_frames(demo_dir: str | Path, background: Sequence[str] = BACKGROUND_CLASSES) -> list[DemoFrame]:

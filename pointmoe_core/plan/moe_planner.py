@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..common.config import YamlConfig
@@ -50,8 +52,11 @@ from .pose_decoding import (
     SCHEDULERS,
     decode_plan,
     grounding_loss,
+    grounding_sets,
+    grounding_targets,
     make_scheduler,
     pad_plans,
+    snap_to_chosen,
     snap_to_objects,
 )
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
@@ -65,13 +70,20 @@ from .scene_encoder import (
     objects_from_cloud,
     pad_scenes,
 )
-from .spatial_transformer import SceneTokenizer, SceneTokenizerConfig
+from .spatial_transformer import (
+    SceneTokenizer,
+    SceneTokenizerConfig,
+    SpatialTransformerConfig,
+    SpatialTransformerLayer,
+)
 
 PLANNER_NAME = "3d-moe"
 STAGES = (1, 2, 3)
 # the stage-2 "next step" question; sim.language.next_step_qa asks it the same way (tested)
 NEXT_STEP_QUESTION = "{instruction} what is the next step?"
 POINTER_QUERIES = ("last_token", "instruction")
+POINTER_RELATIONS = ("attention", "pairwise")
+POINTER_TOKENS = ("soft", "hard")
 
 
 @dataclass
@@ -116,6 +128,15 @@ class MoEPlannerConfig(YamlConfig):
     # scored; the relational tasks (a block whose colour has a bowl, blocks of a colour that occurs
     # an even number of times) need more than one
     pointer_relate_layers: int = 1
+    # how the objects relate (``pointer_query: instruction``): "attention" by their features alone;
+    # "pairwise" with attention biased by their pairwise colour, distance, height and size
+    # differences, after each object is told how many others share its colour and size
+    pointer_relations: str = "attention"
+    # what Pose-DiT reads at the pointer tokens: "soft", the probability-weighted objects; "hard",
+    # the one chosen object (the demo's in training, the top-scored at planning time, the place
+    # following the chosen pick), so that several equally right objects are not averaged into a
+    # spot between them; the first step is then snapped onto the chosen objects
+    pointer_tokens: str = "soft"
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
     snap_radius: float = 0.0  # metres: ``planner.snap_to_objects`` after sampling; 0 = off
@@ -123,6 +144,10 @@ class MoEPlannerConfig(YamlConfig):
     def __post_init__(self) -> None:
         if self.pointer_query not in POINTER_QUERIES:
             raise ValueError(f"pointer_query must be one of {POINTER_QUERIES}, got {self.pointer_query!r}")
+        if self.pointer_relations not in POINTER_RELATIONS:
+            raise ValueError(f"pointer_relations must be one of {POINTER_RELATIONS}, got {self.pointer_relations!r}")
+        if self.pointer_tokens not in POINTER_TOKENS:
+            raise ValueError(f"pointer_tokens must be one of {POINTER_TOKENS}, got {self.pointer_tokens!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.pose_dit.cond_dim != self.scene.llm_width:
@@ -178,6 +203,38 @@ class PoseCondition(NamedTuple):
              pad(r.object_mask, objects, False), pad(r.object_colors, objects, 0.0)) for r in rows))))
 
 
+def pair_features(colors: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+    """(B, M, M, PAIR_FEATURES): how objects i and j differ, for relation attention: Gaussian bumps
+    of their xy distance (0-30 cm: on, in, next to) and colour distance (colours in [-1, 1]), their
+    height difference and the differences of their xy sizes (decimetres, clipped)."""
+    xy_distance = (locations[:, :, None, :2] - locations[:, None, :, :2]).norm(dim=-1)
+    color_distance = (colors[:, :, None] - colors[:, None]).norm(dim=-1)
+    height = (locations[:, :, None, 2] - locations[:, None, :, 2]) * 10
+    size = (locations[:, :, None, 3:5] - locations[:, None, :, 3:5]).abs() * 10
+    return torch.cat([_bumps(xy_distance, 0.3), _bumps(color_distance, 1.2),
+                      torch.cat([height[..., None], size], -1).clamp(-1, 1)], -1)
+
+
+PAIR_BUMPS = 8
+PAIR_FEATURES = 2 * PAIR_BUMPS + 3
+
+
+def _bumps(distance: torch.Tensor, top: float) -> torch.Tensor:
+    centres = torch.linspace(0.0, top, PAIR_BUMPS, device=distance.device, dtype=distance.dtype)
+    return torch.exp(-0.5 * ((distance[..., None] - centres) / (top / (PAIR_BUMPS - 1))).square())
+
+
+def same_kind_counts(colors: torch.Tensor, locations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, M, 2): per object, how many objects (itself included) have its colour and xy size, by a
+    soft match at two colour tolerances. Attention averages, so it cannot count; "the blocks of an
+    even number" needs the count."""
+    color_distance = (colors[:, :, None] - colors[:, None]).norm(dim=-1)
+    size_distance = (locations[:, :, None, 3:5] - locations[:, None, :, 3:5]).norm(dim=-1)
+    same_size = torch.exp(-(size_distance / 0.02).square()) * mask[:, None]
+    return torch.stack([(torch.exp(-(color_distance / width).square()) * same_size).sum(-1)
+                        for width in (0.15, 0.3)], -1)
+
+
 class ObjectPointer(nn.Module):
     """Which object the first pick and the first place are at, as two extra condition tokens.
 
@@ -189,19 +246,22 @@ class ObjectPointer(nn.Module):
       tokens' states (scaled dot product, one query per role);
     * ``"instruction"``: a pick and a place query attend over the prompt's text tokens (multi-head
       attention pooling), so the colour and kind words are read where they stand, not through
-      whatever of them survives in the last token; the objects first attend to each other (one
-      self-attention layer: a block already in a bowl looks different from one on the table), and
-      the place query also reads the object the pick points at, so "the bowl of the matching
-      colour" can follow the picked block (``relate_layers`` such layers);
+      whatever of them survives in the last token; the objects first attend to each other
+      (``relate_layers`` self-attention layers: a block already in a bowl looks different from one
+      on the table), and the place query also reads the object the pick points at, so "the bowl
+      of the matching colour" can follow the picked block. With ``relations="pairwise"`` that
+      attention is biased by how each pair of objects differs (``pair_features``: the relational
+      tasks turn on equal colours and on what stands on what), the objects first read the
+      instruction's gist, and each knows how many objects share its colour and size;
     * ``fusion_layers`` > 0: a small bidirectional transformer over all condition tokens lets each
       3D token read the words before it is scored.
 
     Either way this gives a distribution over the objects per role (trained by
     ``grounding_loss``). The LLM states are layer-normalised first: they carry a few huge
     activations that would saturate the softmax from the first step. Each role becomes one more
-    token for Pose-DiT: the probability-weighted mean of the 3D tokens' states plus a role vector,
-    placed at the probability-weighted mean of their centres, so the distance-biased
-    cross-attention can pull the pick (place) towards the chosen object.
+    token for Pose-DiT, placed at its object's centre so the distance-biased cross-attention can
+    pull the pick (place) towards it: the probability-weighted mean of the 3D tokens' states and
+    centres (``hard=False``), or the chosen object's (``hard=True``), plus a role vector.
 
     Each object's key (or fusion token) also reads what the object looks like and where it is: its
     mean colour, centre and size, through a small MLP. The 3D tokens' LLM states carry colour only
@@ -210,15 +270,18 @@ class ObjectPointer(nn.Module):
     """
 
     def __init__(self, width: int, size: int = 128, fusion_layers: int = 0, num_heads: int = 4,
-                 query: str = "last_token", relate_layers: int = 1) -> None:
+                 query: str = "last_token", relate_layers: int = 1, relations: str = "attention",
+                 hard: bool = False) -> None:
         super().__init__()
         if query not in POINTER_QUERIES:
             raise ValueError(f"query must be one of {POINTER_QUERIES}, got {query!r}")
         self.norm = nn.LayerNorm(width)
         self.roles = nn.Parameter(torch.zeros(2, width))  # zero: the pointer tokens start as plain objects
-        self.size, self.fusion_layers = size, fusion_layers
+        self.size, self.fusion_layers, self.hard = size, fusion_layers, hard
         self.query_mode = "fusion" if fusion_layers else query
-        self.appearance = nn.Sequential(nn.Linear(3 + LOCATION_DIM, size), nn.GELU(), nn.Linear(size, size))
+        self.pairwise = relations == "pairwise" and self.query_mode == "instruction"
+        counts = 2 if self.pairwise else 0
+        self.appearance = nn.Sequential(nn.Linear(3 + LOCATION_DIM + counts, size), nn.GELU(), nn.Linear(size, size))
         if fusion_layers:
             self.proj = nn.Linear(width, size)
             self.fusion = fusion_encoder(size, num_heads, fusion_layers)
@@ -227,19 +290,27 @@ class ObjectPointer(nn.Module):
         self.key = nn.Linear(width, size)
         if query == "last_token":
             self.query = nn.Linear(width, 2 * size)
+            return
+        self.role_queries = nn.Parameter(torch.randn(2, size) * size ** -0.5)
+        self.words = nn.MultiheadAttention(size, num_heads, kdim=width, vdim=width, batch_first=True)
+        if self.pairwise:
+            layer = SpatialTransformerConfig(hidden_size=size, num_heads=num_heads, ffn_size=2 * size, dropout=0.0,
+                                             distance_basis=PAIR_FEATURES)
+            self.relate = nn.ModuleList(SpatialTransformerLayer(layer) for _ in range(relate_layers))
+            self.gist = nn.Linear(size, size)  # the instruction's role summaries, added to every object
         else:
-            self.role_queries = nn.Parameter(torch.randn(2, size) * size ** -0.5)
-            self.words = nn.MultiheadAttention(size, num_heads, kdim=width, vdim=width, batch_first=True)
             self.relate = fusion_encoder(size, num_heads, relate_layers)
-            self.query = nn.Linear(size, size)
-            self.follow = nn.Linear(size, size)  # the picked object's features into the place query
+        self.query = nn.Linear(size, size)
+        self.follow = nn.Linear(size, size)  # the picked object's features into the place query
 
-    def logits(self, condition: PoseCondition) -> torch.Tensor:
-        """(B, 2, M): pick and place scores of each object; padding objects are -inf."""
+    def logits(self, condition: PoseCondition, pick: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 2, M): pick and place scores of each object; padding objects are -inf. ``pick``
+        (B,), an object index or -1, is the object the place follows where given (the demo's, in
+        training); elsewhere it follows the pick scores (their top object when ``hard``)."""
         if self.query_mode == "fusion":
             scores = self._fused_scores(condition)
         elif self.query_mode == "instruction":
-            scores = self._instruction_scores(condition)
+            scores = self._instruction_scores(condition, pick)
         else:
             last = condition.mask.sum(1) - 1  # right-padded: the last real token
             summary = condition.states[torch.arange(len(last), device=last.device), last]
@@ -250,7 +321,7 @@ class ObjectPointer(nn.Module):
     def _object_keys(self, condition: PoseCondition) -> torch.Tensor:
         return self.key(self.norm(condition.object_states)) + self.object_appearance(condition)
 
-    def _instruction_scores(self, condition: PoseCondition) -> torch.Tensor:
+    def _instruction_scores(self, condition: PoseCondition, pick: torch.Tensor | None) -> torch.Tensor:
         """``query="instruction"``: role queries pooled from the text tokens, scored against the
         objects after they have attended to each other; the place query adds the picked object."""
         text = condition.mask & ~condition.xyz[..., 0].isfinite()
@@ -258,14 +329,33 @@ class ObjectPointer(nn.Module):
         roles, _ = self.words(self.role_queries.expand(len(states), -1, -1), states, states,
                               key_padding_mask=~text, need_weights=False)
         pick_query, place_query = self.query(roles).unbind(1)
-        objects = self.relate(self._object_keys(condition), src_key_padding_mask=~condition.object_mask)
+        objects = self._object_keys(condition)
+        if self.pairwise:
+            objects = objects + self.gist(roles.mean(1))[:, None]
+            pairs = pair_features(condition.object_colors, condition.object_locations)
+            for layer in self.relate:
+                objects = layer(objects, pairs, condition.object_mask)
+        else:
+            objects = self.relate(objects, src_key_padding_mask=~condition.object_mask)
         objects = objects.masked_fill(~condition.object_mask[..., None], 0.0)
         scale = self.size ** -0.5
-        pick = (objects @ pick_query[..., None]).squeeze(-1) * scale
-        picked = pick.masked_fill(~condition.object_mask, float("-inf")).softmax(-1).nan_to_num(0.0)
+        pick_scores = (objects @ pick_query[..., None]).squeeze(-1) * scale
+        picked = self.choose(pick_scores.masked_fill(~condition.object_mask, float("-inf")), pick)
         place_query = place_query + self.follow((picked[:, None] @ objects).squeeze(1))
-        place = (objects @ place_query[..., None]).squeeze(-1) * scale
-        return torch.stack([pick, place], 1)
+        place_scores = (objects @ place_query[..., None]).squeeze(-1) * scale
+        return torch.stack([pick_scores, place_scores], 1)
+
+    def choose(self, logits: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """Weights over the objects (..., M) for ``logits`` (-inf on padding): the softmax, or with
+        ``hard`` the top object one-hot; ``given`` (...,) object indices, -1 where not given,
+        override either. A scene without objects gets zero weights."""
+        weights = logits.softmax(-1).nan_to_num(0.0)
+        if self.hard:
+            weights = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(weights) * logits.isfinite().any(-1, True)
+        if given is not None:
+            forced = F.one_hot(given.clamp(min=0), logits.shape[-1]).to(weights)
+            weights = torch.where((given >= 0)[..., None], forced, weights)
+        return weights
 
     def _fused_scores(self, condition: PoseCondition) -> torch.Tensor:
         """``fusion_layers`` > 0: bidirectional self-attention over all condition tokens lets each
@@ -280,17 +370,24 @@ class ObjectPointer(nn.Module):
         return self.score(objects).transpose(1, 2)
 
     def object_appearance(self, condition: PoseCondition) -> torch.Tensor:
-        """(B, M, size): the MLP of each object's mean colour, centre and size (workspace-normalised)."""
-        return self.appearance(torch.cat([condition.object_colors,
-                                          normalize_locations(condition.object_locations)], -1))
+        """(B, M, size): the MLP of each object's mean colour, centre and size (workspace-normalised),
+        and with ``pairwise`` relations its ``same_kind_counts``."""
+        features = [condition.object_colors, normalize_locations(condition.object_locations)]
+        if self.pairwise:
+            features.append(same_kind_counts(condition.object_colors, condition.object_locations,
+                                             condition.object_mask))
+        return self.appearance(torch.cat(features, -1))
 
-    def forward(self, condition: PoseCondition) -> tuple[PoseCondition, torch.Tensor]:
-        """The condition with the two pointer tokens appended (states, mask, xyz), and the logits."""
-        logits = self.logits(condition)
-        probs = logits.softmax(-1).nan_to_num(0.0)  # a scene without objects points nowhere
-        states = probs @ condition.object_states + self.roles
+    def forward(self, condition: PoseCondition, given: torch.Tensor | None = None
+                ) -> tuple[PoseCondition, torch.Tensor]:
+        """The condition with the two pointer tokens appended (states, mask, xyz), and the logits.
+        ``given`` (B, 2), object indices or -1, fixes the pick and place objects where given (the
+        demo's, in training)."""
+        logits = self.logits(condition, None if given is None else given[:, 0])
+        weights = self.choose(logits, given)
+        states = weights @ condition.object_states + self.roles
         centres = normalize_xyz(condition.object_locations[..., :3])
-        xyz = (probs @ centres).masked_fill(~condition.object_mask.any(1)[:, None, None], float("nan"))
+        xyz = (weights @ centres).masked_fill(~condition.object_mask.any(1)[:, None, None], float("nan"))
         real = condition.object_mask.any(1, keepdim=True).expand(-1, 2)
         extended = condition._replace(states=torch.cat([condition.states, states], 1),
                                       mask=torch.cat([condition.mask, real], 1),
@@ -317,7 +414,8 @@ class MoEPlanner(nn.Module):
         self.scene = SceneTokenizer(config.scene)
         self.pose_dit = PoseDiT(config.pose_dit)
         self.pointer = ObjectPointer(width, config.pointer_size, config.pointer_fusion_layers,
-                                     query=config.pointer_query, relate_layers=config.pointer_relate_layers)
+                                     query=config.pointer_query, relate_layers=config.pointer_relate_layers,
+                                     relations=config.pointer_relations, hard=config.pointer_tokens == "hard")
         self.scheduler = make_scheduler(config)
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds
@@ -452,16 +550,23 @@ class MoEPlanner(nn.Module):
         return PoseCondition(states, mask, xyz, object_states, locations, object_mask, colors)
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
-                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Pose-DiT's denoising + stop loss, plus the object pointer's grounding loss (stage 3)."""
+                  generator: torch.Generator | None = None,
+                  first_steps: Sequence[np.ndarray | None] = ()) -> dict[str, torch.Tensor]:
+        """Pose-DiT's denoising + stop loss, plus the object pointer's grounding loss (stage 3).
+        ``first_steps`` holds per plan every step that could have come first (``DemoFrame.first_steps``),
+        or None: the pointer is then right on any of their objects (``grounding_sets``)."""
         c = self.config
         poses, step_mask = (x.to(self.device) for x in pad_plans(plans))
-        pointed, logits = self.pointer(condition)
+        target, grounded = grounding_targets(poses, condition.object_locations, condition.object_mask,
+                                             c.grounding_radius)
+        # hard pointer tokens are the demo's objects, which its poses are at (teacher forcing)
+        pointed, logits = self.pointer(condition, target.masked_fill(~grounded, -1))
         losses = pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, pointed.states, pointed.mask,
                                c.stop_weight, generator, pointed.xyz if c.object_positions else None)
         if c.grounding_weight:
-            losses["grounding_loss"] = grounding_loss(logits, poses, condition.object_locations,
-                                                      condition.object_mask, c.grounding_radius)
+            sets = grounding_sets(first_steps, target, grounded, condition.object_locations, condition.object_mask,
+                                  c.grounding_radius)
+            losses["grounding_loss"] = grounding_loss(logits, sets)
             losses["loss"] = losses["loss"] + c.grounding_weight * losses["grounding_loss"]
         return losses
 
@@ -510,6 +615,12 @@ class MoEPlanner(nn.Module):
         poses, stop = sample_poses(self.pose_dit, self.scheduler, c.states, c.mask, self.config.horizon,
                                    num_steps, generator, c.xyz if self.config.object_positions else None)
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
+        if self.pointer.hard and len(scene.locations):
+            # the place scores already follow the top pick (``ObjectPointer.choose``)
+            pick, place = pointer_logits[0].argmax(-1).tolist()
+            plan = snap_to_chosen(plan, scene.locations, pick, place)
+            plan.planning_time = time.perf_counter() - start
+            return plan
         scores = pointer_logits[0] if self.config.grounding_weight else None
         plan = snap_to_objects(plan, scene.locations, self.config.snap_radius, scores)
         plan.planning_time = time.perf_counter() - start

@@ -29,7 +29,16 @@ from ..common.config import YamlConfig
 from ..common.pose_sequence import PoseSequence
 from .ddpm import DDPMConfig
 from .instruction import InstructionEncoder
-from .pose_decoding import SCHEDULERS, decode_plan, grounding_loss, make_scheduler, pad_plans, snap_to_objects
+from .pose_decoding import (
+    SCHEDULERS,
+    decode_plan,
+    grounding_loss,
+    grounding_sets,
+    grounding_targets,
+    make_scheduler,
+    pad_plans,
+    snap_to_objects,
+)
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .rectified_flow import RectifiedFlowConfig
 from .scene_encoder import ConditionEncoder, ConditionEncoderConfig, SceneObjects, objects_from_cloud, pad_scenes
@@ -162,9 +171,10 @@ class PoseDiTPlanner(nn.Module):
                                self.condition.token_positions(batch.object_locations, batch.text_mask))
         if self.config.grounding_weight:
             object_tokens = cond[:, : batch.object_mask.shape[1]]
-            losses["grounding_loss"] = grounding_loss(
-                self.grounding_head(object_tokens).transpose(1, 2), batch.poses, batch.object_locations,
-                batch.object_mask, self.config.grounding_radius)
+            radius = self.config.grounding_radius
+            target, grounded = grounding_targets(batch.poses, batch.object_locations, batch.object_mask, radius)
+            sets = grounding_sets((), target, grounded, batch.object_locations, batch.object_mask, radius)
+            losses["grounding_loss"] = grounding_loss(self.grounding_head(object_tokens).transpose(1, 2), sets)
             losses["loss"] = losses["loss"] + self.config.grounding_weight * losses["grounding_loss"]
         return losses
 

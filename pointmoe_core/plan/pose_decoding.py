@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..common.pose_sequence import PoseSequence, decode_steps, encode_steps, unnormalize_xyz
 from .ddpm import DDPMScheduler
@@ -81,15 +80,31 @@ def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndar
     return dataclasses.replace(plan, steps=steps)
 
 
-def grounding_targets(poses: torch.Tensor, object_locations: torch.Tensor, object_mask: torch.Tensor,
-                      radius: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each plan's first pick and place (B, 2): the index of the object whose centre is nearest
-    in xy, and whether it is within ``radius`` metres; beyond it, the smallest object whose xy box
-    holds the pose (a spot in a 15 cm zone lies farther from its centre than from a block's).
-    poses (B, T, 2, 9) encoded, object_locations (B, M, 6) and object_mask (B, M) as
-    ``pad_scenes`` makes them."""
-    first = unnormalize_xyz(poses[:, 0, :, :3])[..., :2]  # (B, pick|place, 2), metres
-    offset = first[:, :, None] - object_locations[:, None, :, :2]  # (B, 2, M, 2)
+def snap_to_chosen(plan: PoseSequence, object_locations: torch.Tensor | np.ndarray, pick: int,
+                   place: int) -> PoseSequence:
+    """``plan`` with its first pick on the centre of object ``pick`` and its first place kept where
+    it is if it lies in the xy box of object ``place``, else moved to that object's centre (indices
+    into object_locations (M, 6), metres); a planner whose object pointer makes hard choices acts
+    on the objects it chose. Height, rotation and later steps are kept: Ravens' primitives come
+    down until contact, and a zone's spots are spread over it."""
+    if not len(plan) or not len(object_locations):
+        return plan
+    boxes = np.asarray(torch.as_tensor(object_locations).double().cpu())
+    step = plan.steps[0]
+    centre, half = boxes[place, :2], boxes[place, 3:5] / 2
+    place_xy = step.place_xyz[:2] if np.all(np.abs(np.asarray(step.place_xyz[:2]) - centre) <= half) else centre
+    first = dataclasses.replace(step, pick_xyz=(*boxes[pick, :2], step.pick_xyz[2]),
+                                place_xyz=(*place_xy, step.place_xyz[2]))
+    return dataclasses.replace(plan, steps=[first, *plan.steps[1:]])
+
+
+def ground_points(xy: torch.Tensor, object_locations: torch.Tensor, object_mask: torch.Tensor,
+                  radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For points xy (B, R, 2) in metres: the index of the object whose centre is nearest in xy,
+    and whether it is within ``radius`` metres; beyond it, the smallest object whose xy box holds
+    the point (a spot in a 15 cm zone lies farther from its centre than from a block's).
+    object_locations (B, M, 6) and object_mask (B, M) as ``pad_scenes`` makes them."""
+    offset = xy[:, :, None] - object_locations[:, None, :, :2]  # (B, R, M, 2)
     distance = offset.norm(dim=-1).masked_fill(~object_mask[:, None], float("inf"))
     nearest, target = distance.min(-1)
     half_size = object_locations[:, None, :, 3:5] / 2
@@ -100,19 +115,51 @@ def grounding_targets(poses: torch.Tensor, object_locations: torch.Tensor, objec
     return torch.where(near, target, holder), near | holding_area.isfinite()
 
 
-def grounding_loss(logits: torch.Tensor, poses: torch.Tensor, object_locations: torch.Tensor,
-                   object_mask: torch.Tensor, radius: float) -> torch.Tensor:
-    """Cross-entropy over the objects for the object under the first pick and the first place;
-    ``logits`` (B, 2, M) score each object as "picked first" and "placed on first".
+def grounding_targets(poses: torch.Tensor, object_locations: torch.Tensor, object_mask: torch.Tensor,
+                      radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each plan's first pick and place (B, 2): ``ground_points`` of them; poses (B, T, 2, 9)
+    encoded."""
+    first = unnormalize_xyz(poses[:, 0, :, :3])[..., :2]  # (B, pick|place, 2), metres
+    return ground_points(first, object_locations, object_mask, radius)
+
+
+def grounding_sets(first_steps: Sequence[np.ndarray | None], target: torch.Tensor, grounded: torch.Tensor,
+                   object_locations: torch.Tensor, object_mask: torch.Tensor, radius: float) -> torch.Tensor:
+    """(B, 2, M) boolean: the objects the first pick may be on, and those the first place may be on
+    once the demo's own pick object is picked. ``first_steps`` holds per plan every step that could
+    come first ((K, pick|place, xyz) metres, ``DemoFrame.first_steps``) or None; ``target`` and
+    ``grounded`` (B, 2) are ``grounding_targets`` of the demo's own step, which is always in."""
+    sets = torch.zeros(*target.shape, object_mask.shape[1], dtype=torch.bool, device=target.device)
+    sets.scatter_(2, target[..., None], grounded[..., None])
+    for b, options in enumerate(first_steps):
+        if options is None or not len(options):
+            continue
+        xy = torch.as_tensor(options[..., :2], dtype=object_locations.dtype, device=target.device).reshape(1, -1, 2)
+        found, on_object = (x.view(-1, 2) for x in ground_points(xy, object_locations[b:b + 1],
+                                                                 object_mask[b:b + 1], radius))
+        sets[b, 0, found[on_object[:, 0], 0]] = True
+        if grounded[b, 0]:
+            after_demo_pick = on_object.all(1) & (found[:, 0] == target[b, 0])
+            sets[b, 1, found[after_demo_pick, 1]] = True
+    return sets
+
+
+def grounding_loss(logits: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
+    """Minus the log of the probability the pointer gives to the allowed objects (``sets`` (B, 2, M),
+    ``grounding_sets``) for the first pick and the first place; ``logits`` (B, 2, M) score each
+    object as "picked first" and "placed on first", padding at -inf.
 
     The diffusion loss alone teaches *which* object to act on slowly: at high noise its signal
     is the spread of the plans, not which object each belongs to, and the tiny models stayed at
     the data set's average move. Pointing at the objects directly gives the condition tokens
-    that distinction, which Pose-DiT then reads through cross-attention. A place in an empty
-    area (LoHoRavens' "top left area") grounds nowhere and is left out.
+    that distinction, which Pose-DiT then reads through cross-attention. With one allowed object
+    this is the cross-entropy; with several ("the blocks" of a colour, any free bowl that matches)
+    the pointer may put its mass on any of them, as the oracle's own choice among them is
+    arbitrary. A place in an empty area (LoHoRavens' "top left area") grounds nowhere and is left
+    out.
     """
-    target, grounded = grounding_targets(poses, object_locations, object_mask, radius)
-    logits = logits.masked_fill(~object_mask[:, None], float("-inf"))
-    if not grounded.any():
+    rows = sets.any(-1)
+    if not rows.any():
         return logits.new_zeros(())
-    return F.cross_entropy(logits[grounded], target[grounded])
+    scores = logits[rows]
+    return (scores.logsumexp(-1) - scores.masked_fill(~sets[rows], float("-inf")).logsumexp(-1)).mean()

@@ -150,6 +150,7 @@ class ConditionedFrame:
 
     condition: PoseCondition
     remaining: PoseSequence
+    first_steps: np.ndarray | None = None  # DemoFrame.first_steps
 
 
 def condition_frames(planner: MoEPlanner, frames: Sequence[DemoFrame], draws: int, batch_size: int,
@@ -161,7 +162,7 @@ def condition_frames(planner: MoEPlanner, frames: Sequence[DemoFrame], draws: in
         batch = jobs[start:start + batch_size]
         scenes = [planner.scene_objects(f.xyz, f.rgb, f.instance_ids, generator) for f in batch]
         rows = planner.condition(scenes, [f.instruction for f in batch]).to("cpu").unbatch()
-        out += [ConditionedFrame(row, frame.remaining) for row, frame in zip(rows, batch)]
+        out += [ConditionedFrame(row, frame.remaining, frame.first_steps) for row, frame in zip(rows, batch)]
     return out
 
 
@@ -174,12 +175,14 @@ class StageFit(PlannerFit):
         planner: MoEPlanner = self.planner
         if isinstance(samples[0], ConditionedFrame):
             condition = PoseCondition.collate([s.condition for s in samples]).to(planner.device)
-            return planner.pose_loss(condition, [s.remaining for s in samples], self.generator)
+            return planner.pose_loss(condition, [s.remaining for s in samples], self.generator,
+                                     [s.first_steps for s in samples])
         clouds = [s if isinstance(s, DemoFrame) else s.cloud for s in samples]
         scenes = [planner.scene_objects(c.xyz, c.rgb, c.instance_ids, self.generator) for c in clouds]
         if planner.stage == 3:
             condition = planner.condition(scenes, [c.instruction for c in clouds])
-            return planner.pose_loss(condition, [c.remaining for c in clouds], self.generator)
+            return planner.pose_loss(condition, [c.remaining for c in clouds], self.generator,
+                                     [c.first_steps for c in clouds])
         return planner.lm_loss(scenes, [s.prompt for s in samples], [s.answer for s in samples])
 
 

@@ -170,13 +170,15 @@ def write_demos(args: argparse.Namespace) -> dict:
                 seed = args.seed + tried
                 tried += 1
                 objects: list[list[ObjectFact]] = []
-                episode = run_episode(bridge, seed, _recording_oracle(objects), keep_observations=True)
+                options: list[np.ndarray] = []
+                episode = run_episode(bridge, seed, _recording_oracle(objects, options), keep_observations=True)
                 if not episode.success:
                     continue
                 # the oracle saw every frame but the last, after the final step: that is the scene now
                 objects = objects[:len(episode.steps)] + [scene_objects(env)]
                 path = _save_episode(args.out / name / f"{name}-{seed:06d}.npz", episode,
-                                     [bridge.cloud(obs) for obs in episode.observations], objects, args.split)
+                                     [bridge.cloud(obs) for obs in episode.observations], objects, args.split,
+                                     options[:len(episode.steps)])
                 file = str(path.relative_to(args.out))
                 index = [entry for entry in index if entry["file"] != file]
                 index.append({"file": file, "task": name, "seed": seed,
@@ -192,18 +194,30 @@ def write_demos(args: argparse.Namespace) -> dict:
             "tasks": summary, "episodes": len(index)}
 
 
-def _recording_oracle(objects: list[list[ObjectFact]]) -> Policy:
-    """The oracle, noting the scene's objects at every frame it plans from (for language data)."""
+def _recording_oracle(objects: list[list[ObjectFact]], options: list[np.ndarray]) -> Policy:
+    """The oracle, noting at every frame it plans from the scene's objects (for language data)
+    and, in our simulator, every step that could come first ((K, pick|place, xyz), for grounding)."""
+
+    from .env import TabletopEnv
+    from .oracle import first_step_options
 
     def planner(bridge: RavensBridge) -> dict | None:
         objects.append(scene_objects(bridge.env))
+        if isinstance(bridge.env, TabletopEnv):
+            steps = first_step_options(bridge.env.task, bridge.env)
+            options.append(np.array([[s.pick_xyz, s.place_xyz] for s in steps], dtype=np.float32).reshape(-1, 2, 3))
         return oracle_planner(bridge)
 
     return planner
 
 
-def _save_episode(path: Path, episode: Episode, clouds, objects: list[list[ObjectFact]], split: str) -> Path:
-    """One demo file; ``objects`` (one list per frame) becomes the ``object_*`` metadata arrays."""
+def _save_episode(path: Path, episode: Episode, clouds, objects: list[list[ObjectFact]], split: str,
+                  options: list[np.ndarray]) -> Path:
+    """One demo file; ``objects`` (one list per frame) becomes the ``object_*`` metadata arrays,
+    ``options`` (one array per step, when the env gives them) ``option_xyz`` and ``option_offsets``."""
+    first_steps = {} if len(options) != len(episode.steps) else {
+        "option_xyz": np.concatenate(options).reshape(-1, 2, 3),
+        "option_offsets": np.concatenate([[0], np.cumsum([len(o) for o in options])])}
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = np.array([np.concatenate([s.pick_xyz, s.pick_quat, s.place_xyz, s.place_quat])
                       for s in episode.steps]).reshape(-1, 14)
@@ -218,7 +232,7 @@ def _save_episode(path: Path, episode: Episode, clouds, objects: list[list[Objec
         class_names=np.array(clouds[0].class_names),
         pick_xyz=steps[:, 0:3], pick_quat=steps[:, 3:7], place_xyz=steps[:, 7:10], place_quat=steps[:, 10:14],
         rewards=np.array(episode.rewards), score=episode.score, success=episode.success,
-        **object_metadata(objects),
+        **object_metadata(objects), **first_steps,
     )
     return path
 

@@ -57,6 +57,25 @@ def plan(task: Task, scene: Scene) -> list[PoseStep]:
     return steps
 
 
+def first_step_options(task: Task, scene: Scene) -> list[PoseStep]:
+    """Every step that could come first: each pending object with each free target it may fill,
+    where a stack's target counts only once the targets below it are filled.
+
+    The oracle takes one of these (its order is the goals' and targets' order, which nothing in
+    the scene shows); a learner told only that one is told a coin toss. Planner training grounds
+    its first pick and place on the whole set.
+    """
+    options = []
+    for goal in task.goals:
+        objects, targets = _pending(goal, scene)
+        heights = {j: goal.targets[j][0][2] for j in targets}
+        ready = [j for j in targets if goal.metric == "zone" or not goal.check_height or not any(
+            heights[k] < heights[j] and np.linalg.norm(goal.targets[k][0][:2] - goal.targets[j][0][:2]) < 0.01
+            for k in targets)]
+        options += [_step(scene, goal.objects[i], goal, j) for i in objects for j in ready if goal.matches[i, j]]
+    return options
+
+
 class Oracle:
     """Ravens' ``OracleAgent`` for a ``TabletopEnv`` (or any scene exposing ``task``,
     ``objects`` and ``object_pose``): ``act`` returns the next action, ``plan`` all of them."""
