@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence
 from pointmoe_core.plan.planner import (
@@ -9,7 +10,14 @@ from pointmoe_core.plan.planner import (
     PoseDiTPlannerConfig,
     collate_plans,
 )
-from pointmoe_core.plan.pose_decoding import grounding_targets, pad_plans, snap_to_objects
+from pointmoe_core.plan.pose_decoding import (
+    grounding_loss,
+    grounding_sets,
+    grounding_targets,
+    pad_plans,
+    snap_to_chosen,
+    snap_to_objects,
+)
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
 LOW, HIGH = np.array(WORKSPACE_BOUNDS).T
@@ -183,3 +191,39 @@ def test_grounding_falls_back_to_the_smallest_object_whose_box_holds_the_pose():
     # nowhere near an object, in no box: not grounded
     _, grounded = grounding_targets(first((0.3, 0.4), (0.3, 0.4)), locations, mask, radius=0.05)
     assert not grounded.any()
+
+
+def test_grounding_sets_hold_every_alternative_and_the_loss_is_their_likelihood():
+    # three 4 cm blocks and two 12 cm bowls; the demo picks block 0 into bowl 3
+    locations = torch.tensor([[[0.4, -0.2, 0.02, 0.04, 0.04, 0.04], [0.5, 0.0, 0.02, 0.04, 0.04, 0.04],
+                               [0.6, 0.2, 0.02, 0.04, 0.04, 0.04], [0.4, 0.3, 0.03, 0.12, 0.12, 0.06],
+                               [0.7, -0.3, 0.03, 0.12, 0.12, 0.06]]])
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    demo = PoseSequence([PickPlace((0.4, -0.2, 0.04), (0, 0, 0, 1), (0.4, 0.3, 0.05), (0, 0, 0, 1))])
+    target, grounded = grounding_targets(pad_plans([demo])[0], locations, mask, radius=0.05)
+    # the alternatives: block 0 to either bowl, block 1 to bowl 4 (and the demo's own step)
+    options = np.array([[[0.4, -0.2, 0.04], [0.4, 0.3, 0.05]], [[0.4, -0.2, 0.04], [0.7, -0.3, 0.05]],
+                        [[0.5, 0.0, 0.04], [0.7, -0.3, 0.05]]], dtype=np.float32)
+    sets = grounding_sets([options], target, grounded, locations, mask, radius=0.05)
+    assert sets[0, 0].tolist() == [True, True, False, False, False]
+    assert sets[0, 1].tolist() == [False, False, False, True, True]  # after the demo's pick, block 0
+    # without alternatives, the demo's own objects: the loss is then the cross-entropy
+    alone = grounding_sets([None], target, grounded, locations, mask, radius=0.05)
+    assert alone[0].nonzero().tolist() == [[0, 0], [1, 3]]
+    logits = torch.randn(1, 2, 5)
+    torch.testing.assert_close(grounding_loss(logits, alone), F.cross_entropy(logits[0], target[0]))
+    want = torch.stack([logits[0, r].logsumexp(-1) - logits[0, r, sets[0, r]].logsumexp(-1) for r in (0, 1)]).mean()
+    torch.testing.assert_close(grounding_loss(logits, sets), want)
+
+
+def test_snap_to_chosen_acts_on_the_chosen_objects():
+    locations = torch.tensor([[0.4, -0.2, 0.02, 0.04, 0.04, 0.04], [0.5, 0.2, 0.001, 0.15, 0.15, 0.002]])
+    plan = PoseSequence([PickPlace((0.42, -0.19, 0.04), (0, 0, 0, 1), (0.53, 0.24, 0.05), (0, 0, 0, 1)),
+                         PickPlace((0.1, 0.1, 0.04), (0, 0, 0, 1), (0.2, 0.2, 0.05), (0, 0, 0, 1))])
+    snapped = snap_to_chosen(plan, locations, pick=0, place=1)
+    # the pick on the block's centre; the place kept, as it lies in the zone; later steps kept
+    assert snapped.steps[0].pick_xyz == pytest.approx((0.4, -0.2, 0.04))
+    assert snapped.steps[0].place_xyz == pytest.approx((0.53, 0.24, 0.05))
+    assert snapped.steps[1] == plan.steps[1]
+    # a place outside the chosen object's box goes to its centre
+    assert snap_to_chosen(plan, locations, pick=1, place=0).steps[0].place_xyz == pytest.approx((0.4, -0.2, 0.05))

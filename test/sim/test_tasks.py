@@ -95,3 +95,37 @@ def test_scenes_are_as_crowded_as_lohoravens(make_env):
         colors = [o.color for o in even.objects.values() if o.kind == "block"]
         counts = sorted(colors.count(c) for c in set(colors))
         assert 2 <= len(counts) <= 3 and 3 <= len(colors) <= 9 and counts[-1] - counts[0] <= 1
+
+
+def _key(xyz) -> tuple[float, ...]:
+    return tuple(np.round(np.asarray(xyz), 4))
+
+
+def test_first_step_options_are_every_step_the_oracle_could_take(make_env):
+    from pointmoe_core.sim.oracle import first_step_options
+
+    # matching bowls: every block still out of its bowl, each to its own bowl
+    env = make_env("put-block-into-matching-bowl")
+    env.reset(3)
+    goal = env.task.goals[0]
+    options = first_step_options(env.task, env)
+    assert len(options) == len(goal.objects)
+    bowl_of = {env.objects[b].color: b for b in env.objects if env.objects[b].kind == "bowl"}
+    for option in options:
+        block = min(goal.objects, key=lambda b: np.linalg.norm(env.object_pose(b)[0][:2] - option.pick_xyz[:2]))
+        bowl = bowl_of[env.objects[block].color]
+        assert np.linalg.norm(env.object_pose(bowl)[0][:2] - option.place_xyz[:2]) < 1e-6
+    first = Oracle(env).plan()[0]
+    assert (_key(first.pick_xyz), _key(first.place_xyz)) in {(_key(o.pick_xyz), _key(o.place_xyz)) for o in options}
+    env.step(Oracle(env).act())
+    assert len(first_step_options(env.task, env)) == len(goal.objects) - 1
+
+    # stacks: any block of a stack's colour, onto the lowest free level only
+    env = make_env("stack-blocks-of-same-color")
+    for seed in range(3):
+        env.reset(seed)
+        options = first_step_options(env.task, env)
+        goal = env.task.goals[0]
+        lowest = min(target[0][2] for target in goal.targets)
+        assert options and all(np.isclose(o.place_xyz[2] - 0.02, lowest, atol=0.005) for o in options)
+        assert len({_key(o.pick_xyz) for o in options}) == len(goal.objects)
