@@ -58,6 +58,7 @@ from .pose_decoding import (
     pad_plans,
     snap_to_chosen,
     snap_to_objects,
+    square_yaw,
 )
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
@@ -618,7 +619,9 @@ class MoEPlanner(nn.Module):
         if self.pointer.hard and len(scene.locations):
             # the place scores already follow the top pick (``ObjectPointer.choose``)
             pick, place = pointer_logits[0].argmax(-1).tolist()
-            plan = snap_to_chosen(plan, scene.locations, pick, place)
+            xy, ids = np.asarray(xyz)[:, :2], np.asarray(instance_ids)
+            yaws = tuple(square_yaw(xy[ids == int(scene.instance_ids[m])]) for m in (pick, place))
+            plan = snap_to_chosen(plan, scene.locations, pick, place, yaws)
             plan.planning_time = time.perf_counter() - start
             return plan
         scores = pointer_logits[0] if self.config.grounding_weight else None
