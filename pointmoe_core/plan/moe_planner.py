@@ -36,6 +36,7 @@ from torch import nn
 from ..common.config import YamlConfig
 from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
+from .instances import footprint
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
 from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
@@ -58,7 +59,6 @@ from .pose_decoding import (
     pad_plans,
     snap_to_chosen,
     snap_to_objects,
-    square_yaw,
 )
 from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
@@ -618,10 +618,10 @@ class MoEPlanner(nn.Module):
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
         if self.pointer.hard and len(scene.locations):
             # the place scores already follow the top pick (``ObjectPointer.choose``)
-            pick, place = pointer_logits[0].argmax(-1).tolist()
-            xy, ids = np.asarray(xyz)[:, :2], np.asarray(instance_ids)
-            yaws = tuple(square_yaw(xy[ids == int(scene.instance_ids[m])]) for m in (pick, place))
-            plan = snap_to_chosen(plan, scene.locations, pick, place, yaws)
+            points, ids = np.asarray(xyz), np.asarray(instance_ids)
+            pick, place = (footprint(points[ids == int(scene.instance_ids[m])])
+                           for m in pointer_logits[0].argmax(-1).tolist())
+            plan = snap_to_chosen(plan, pick, place)
             plan.planning_time = time.perf_counter() - start
             return plan
         scores = pointer_logits[0] if self.config.grounding_weight else None

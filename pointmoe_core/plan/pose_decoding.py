@@ -80,36 +80,20 @@ def snap_to_objects(plan: PoseSequence, object_locations: torch.Tensor | np.ndar
     return dataclasses.replace(plan, steps=steps)
 
 
-def snap_to_chosen(plan: PoseSequence, object_locations: torch.Tensor | np.ndarray, pick: int,
-                   place: int, yaws: tuple[float, float] | None = None) -> PoseSequence:
-    """``plan`` with its first pick on the centre of object ``pick`` and its first place kept where
-    it is if it lies in the xy box of object ``place``, else moved to that object's centre (indices
-    into object_locations (M, 6), metres); a planner whose object pointer makes hard choices acts
-    on the objects it chose. ``yaws``, the two objects' orientations (``square_yaw``), become the
-    pick and place yaws: Ravens' suction keeps the object's pose relative to the gripper, so the
-    block then lands turned as the object it goes on, which a stack in a zone must be (Ravens
-    matches cubes to 15 degrees, modulo 90). Height and later steps are kept: Ravens' primitives
-    come down until contact, and a zone's spots are spread over it."""
-    if not len(plan) or not len(object_locations):
+def snap_to_chosen(plan: PoseSequence, pick: tuple[Sequence[float], float],
+                   place: tuple[Sequence[float], float]) -> PoseSequence:
+    """``plan`` with its first pick and place on the objects a hard object pointer chose: each
+    ``(centre xy, yaw)`` as ``instances.footprint`` measures them on the cloud. Ravens' suction
+    keeps the object's pose relative to the gripper, so with the picked object's yaw as the pick
+    yaw and the target's as the place yaw the block lands turned as what it goes on, which a
+    stack on a zone must be (Ravens matches cubes to 15 degrees, modulo 90). Heights and later
+    steps are kept: Ravens' primitives come down until contact."""
+    if not len(plan):
         return plan
-    boxes = np.asarray(torch.as_tensor(object_locations).double().cpu())
     step = plan.steps[0]
-    centre, half = boxes[place, :2], boxes[place, 3:5] / 2
-    place_xy = step.place_xyz[:2] if np.all(np.abs(np.asarray(step.place_xyz[:2]) - centre) <= half) else centre
-    first = dataclasses.replace(step, pick_xyz=(*boxes[pick, :2], step.pick_xyz[2]),
-                                place_xyz=(*place_xy, step.place_xyz[2]))
-    if yaws is not None:
-        first = dataclasses.replace(first, pick_quat=_yaw_quat(yaws[0]), place_quat=_yaw_quat(yaws[1]))
+    first = dataclasses.replace(step, pick_xyz=(*pick[0], step.pick_xyz[2]), pick_quat=_yaw_quat(pick[1]),
+                                place_xyz=(*place[0], step.place_xyz[2]), place_quat=_yaw_quat(place[1]))
     return dataclasses.replace(plan, steps=[first, *plan.steps[1:]])
-
-
-def square_yaw(xy: np.ndarray) -> float:
-    """The yaw in [0, pi/2) of the smallest-area box around points xy (N, 2), to a degree: a
-    block's or a zone's orientation, up to the square's 90 degree symmetry."""
-    angles = np.deg2rad(np.arange(90))
-    u = xy @ np.stack([np.cos(angles), np.sin(angles)])
-    v = xy @ np.stack([-np.sin(angles), np.cos(angles)])
-    return float(angles[(np.ptp(u, 0) * np.ptp(v, 0)).argmin()])
 
 
 def _yaw_quat(yaw: float) -> tuple[float, float, float, float]:
