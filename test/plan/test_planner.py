@@ -217,13 +217,12 @@ def test_grounding_sets_hold_every_alternative_and_the_loss_is_their_likelihood(
 
 
 def test_snap_to_chosen_acts_on_the_chosen_objects():
-    locations = torch.tensor([[0.4, -0.2, 0.02, 0.04, 0.04, 0.04], [0.5, 0.2, 0.001, 0.15, 0.15, 0.002]])
     plan = PoseSequence([PickPlace((0.42, -0.19, 0.04), (0, 0, 0, 1), (0.53, 0.24, 0.05), (0, 0, 0, 1)),
                          PickPlace((0.1, 0.1, 0.04), (0, 0, 0, 1), (0.2, 0.2, 0.05), (0, 0, 0, 1))])
-    snapped = snap_to_chosen(plan, locations, pick=0, place=1)
-    # the pick on the block's centre; the place kept, as it lies in the zone; later steps kept
-    assert snapped.steps[0].pick_xyz == pytest.approx((0.4, -0.2, 0.04))
-    assert snapped.steps[0].place_xyz == pytest.approx((0.53, 0.24, 0.05))
+    snapped = snap_to_chosen(plan, ((0.4, -0.2), 0.3), ((0.5, 0.2), 1.2))
+    # the first step on the chosen centres, turned as the objects are; heights and later steps kept
+    first = snapped.steps[0]
+    assert first.pick_xyz == pytest.approx((0.4, -0.2, 0.04)) and first.place_xyz == pytest.approx((0.5, 0.2, 0.05))
+    assert first.pick_quat == pytest.approx((0, 0, np.sin(0.15), np.cos(0.15)))
+    assert first.place_quat == pytest.approx((0, 0, np.sin(0.6), np.cos(0.6)))
     assert snapped.steps[1] == plan.steps[1]
-    # a place outside the chosen object's box goes to its centre
-    assert snap_to_chosen(plan, locations, pick=1, place=0).steps[0].place_xyz == pytest.approx((0.4, -0.2, 0.05))
