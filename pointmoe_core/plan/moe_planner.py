@@ -204,6 +204,10 @@ class PoseCondition(NamedTuple):
              pad(r.object_mask, objects, False), pad(r.object_colors, objects, 0.0)) for r in rows))))
 
 
+PAIR_BUMPS = 8
+PAIR_FEATURES = 2 * PAIR_BUMPS + 3
+
+
 def pair_features(colors: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
     """(B, M, M, PAIR_FEATURES): how objects i and j differ, for relation attention: Gaussian bumps
     of their xy distance (0-30 cm: on, in, next to) and colour distance (colours in [-1, 1]), their
@@ -214,10 +218,6 @@ def pair_features(colors: torch.Tensor, locations: torch.Tensor) -> torch.Tensor
     size = (locations[:, :, None, 3:5] - locations[:, None, :, 3:5]).abs() * 10
     return torch.cat([_bumps(xy_distance, 0.3), _bumps(color_distance, 1.2),
                       torch.cat([height[..., None], size], -1).clamp(-1, 1)], -1)
-
-
-PAIR_BUMPS = 8
-PAIR_FEATURES = 2 * PAIR_BUMPS + 3
 
 
 def _bumps(distance: torch.Tensor, top: float) -> torch.Tensor:
@@ -561,7 +561,8 @@ class MoEPlanner(nn.Module):
         target, grounded = grounding_targets(poses, condition.object_locations, condition.object_mask,
                                              c.grounding_radius)
         # hard pointer tokens are the demo's objects, which its poses are at (teacher forcing)
-        pointed, logits = self.pointer(condition, target.masked_fill(~grounded, -1))
+        given = target.masked_fill(~grounded, -1) if self.pointer.hard else None
+        pointed, logits = self.pointer(condition, given)
         losses = pose_dit_loss(self.pose_dit, self.scheduler, poses, step_mask, pointed.states, pointed.mask,
                                c.stop_weight, generator, pointed.xyz if c.object_positions else None)
         if c.grounding_weight:
