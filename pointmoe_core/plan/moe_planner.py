@@ -623,10 +623,9 @@ class MoEPlanner(nn.Module):
             pick, place = (footprint(points[ids == int(scene.instance_ids[m])])
                            for m in pointer_logits[0].argmax(-1).tolist())
             plan = snap_to_chosen(plan, pick, place)
-            plan.planning_time = time.perf_counter() - start
-            return plan
-        scores = pointer_logits[0] if self.config.grounding_weight else None
-        plan = snap_to_objects(plan, scene.locations, self.config.snap_radius, scores)
+        else:
+            scores = pointer_logits[0] if self.config.grounding_weight else None
+            plan = snap_to_objects(plan, scene.locations, self.config.snap_radius, scores)
         plan.planning_time = time.perf_counter() - start
         return plan
 

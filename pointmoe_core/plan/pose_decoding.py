@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..common.pose_sequence import PoseSequence, decode_steps, encode_steps, unnormalize_xyz
+from ..common.workspace import yaw_quat
 from .ddpm import DDPMScheduler
 from .pose_dit import plan_lengths
 from .rectified_flow import NoiseScheduler, RectifiedFlow
@@ -91,13 +92,9 @@ def snap_to_chosen(plan: PoseSequence, pick: tuple[Sequence[float], float],
     if not len(plan):
         return plan
     step = plan.steps[0]
-    first = dataclasses.replace(step, pick_xyz=(*pick[0], step.pick_xyz[2]), pick_quat=_yaw_quat(pick[1]),
-                                place_xyz=(*place[0], step.place_xyz[2]), place_quat=_yaw_quat(place[1]))
+    first = dataclasses.replace(step, pick_xyz=(*pick[0], step.pick_xyz[2]), pick_quat=yaw_quat(pick[1]),
+                                place_xyz=(*place[0], step.place_xyz[2]), place_quat=yaw_quat(place[1]))
     return dataclasses.replace(plan, steps=[first, *plan.steps[1:]])
-
-
-def _yaw_quat(yaw: float) -> tuple[float, float, float, float]:
-    return (0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2)))
 
 
 def ground_points(xy: torch.Tensor, object_locations: torch.Tensor, object_mask: torch.Tensor,

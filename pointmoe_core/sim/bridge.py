@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..common.workspace import yaw_quat
 from .cameras import CameraConfig
 from .observe import CROP_BOUNDS, SceneCloud, fuse_views
-from .poses import WORKSPACE_BOUNDS, ActionRefused, quat_yaw, validate_action, yaw_quat
+from .poses import WORKSPACE_BOUNDS, ActionRefused, quat_yaw, validate_action
 
 __all__ = ["ActionRefused", "EpisodeDone", "EpisodeRunner", "ExecutionResult", "NoCloud", "RavensBridge", "succeeded",
            "env_from_factory", "load_env_factory", "to_action"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .poses import PoseStep, nearest_symmetric_yaw, quat_matrix, quat_yaw, yaw_quat
+from ..common.workspace import yaw_quat
+from .poses import PoseStep, nearest_symmetric_yaw, quat_matrix, quat_yaw
 from .tasks import CUBE_SYMMETRY, SUCCESS_SCORE, Goal, Scene, Task, max_assignment, zone_fraction
 
 SPOT_CLEARANCE = 0.03  # a zone spot with a block centre nearer than this (xy) is taken

@@ -29,11 +29,6 @@ class PoseStep(NamedTuple):
     place_quat: np.ndarray
 
 
-def yaw_quat(yaw: float) -> np.ndarray:
-    """Quaternion (x, y, z, w) of a rotation by ``yaw`` radians about world z."""
-    return np.array([0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)])
-
-
 def quat_yaw(quat: np.ndarray) -> float:
     """Rotation about z of a quaternion (the yaw of its ZYX Euler angles)."""
     x, y, z, w = np.asarray(quat, dtype=np.float64)

@@ -22,8 +22,9 @@ from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 
+from ..common.workspace import yaw_quat
 from .objects import BLOCK_SIZES, BOWL_DIAMETER, BOWL_FLOOR, COLOR_SPLITS, COLORS, SceneObject
-from .poses import WORKSPACE_BOUNDS, Pose, quat_matrix, quat_yaw, yaw_difference, yaw_quat
+from .poses import WORKSPACE_BOUNDS, Pose, quat_matrix, quat_yaw, yaw_difference
 
 POSITION_TOLERANCE = 0.01  # metres in xy, Ravens' pos_eps
 ROTATION_TOLERANCE = np.deg2rad(15)  # Ravens' rot_eps

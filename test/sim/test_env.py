@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pointmoe_core.common.workspace import yaw_quat
 from pointmoe_core.sim import ActionRefused, Oracle, TabletopEnv
-from pointmoe_core.sim.poses import yaw_quat
 
 
 def _block_positions(env):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pointmoe_core.common.workspace import yaw_quat
 from pointmoe_core.sim.objects import SceneObject
-from pointmoe_core.sim.poses import nearest_symmetric_yaw, yaw_difference, yaw_quat
+from pointmoe_core.sim.poses import nearest_symmetric_yaw, yaw_difference
 from pointmoe_core.sim.tasks import Goal, Task, max_assignment, zone_fraction
 
 CUBE = (0.04, 0.04, 0.04)
