@@ -38,7 +38,8 @@ class Planner(Protocol):
 
 
 def load_planner(path: str | Path, map_location: str | torch.device = "cpu") -> Planner:
-    """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds."""
+    """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds,
+    ready to plan (a 3D-MoE planner's adapters merged into its LLM)."""
     if is_moe_planner(path):
-        return MoEPlanner.from_checkpoint(path, map_location=map_location)
+        return MoEPlanner.from_checkpoint(path, map_location=map_location).merge_adapters()
     return PoseDiTPlanner.from_checkpoint(path, map_location=map_location)

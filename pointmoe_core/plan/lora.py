@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -61,6 +62,16 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
         param.requires_grad = ADAPTER_PARAM_PREFIX in name or _fully_trained(name, config.trainable_modules)
     setattr(model, CONFIG_ATTR, config)
     return model
+
+
+def merge_adapters(model: nn.Module) -> int:
+    """Fold every LoRA adapter into its base weight (peft's ``merge``), for inference: the same
+    outputs without each projection's two extra rank-r matmuls. The adapters' weights stay, so
+    ``save_adapters`` still writes them. Returns how many projections were merged."""
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer) and not module.merged]
+    for layer in layers:
+        layer.merge()
+    return len(layers)
 
 
 def trainable_parameter_report(model: nn.Module) -> dict[str, int]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DynamicCache
 
 from ..common.config import YamlConfig
 from ..common.pose_sequence import PoseSequence, normalize_xyz
@@ -39,7 +40,7 @@ from .ddpm import DDPMConfig
 from .instances import footprint
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
-from .lora import LoRAConfig, apply_lora, load_adapters, save_adapters
+from .lora import LoRAConfig, apply_lora, load_adapters, merge_adapters, save_adapters
 from .moe_planner_files import (
     ADAPTERS_DIR,
     POINTER_FILE,
@@ -396,6 +397,16 @@ class ObjectPointer(nn.Module):
         return extended, logits
 
 
+class PromptPrefix(NamedTuple):
+    """What the LLM makes of the text every planning prompt starts with (the system turn and the
+    opening of the user turn, up to the scene): its ``length`` in tokens, each layer's keys and
+    values (1, kv heads, length, head dim), and the condition layer's states (1, length, H)."""
+
+    length: int
+    key_values: list[tuple[torch.Tensor, torch.Tensor]]
+    states: torch.Tensor
+
+
 class MoEPlanner(nn.Module):
     """Scene tokenizer + LLM (dense, or MoE with LoRA after stage 2) + Pose-DiT."""
 
@@ -421,6 +432,8 @@ class MoEPlanner(nn.Module):
         self.adapted = False  # converted to MoE (if num_experts) and given LoRA adapters
         self.adapter_names: set[str] = set()  # LLM parameters the adapters file holds
         self.stage = 0  # what set_stage last made trainable; 0 = nothing
+        self.adapters_merged = False  # merge_adapters: folded into the base, for planning only
+        self._prefix: PromptPrefix | None = None  # _prompt_prefix's, while the LLM is frozen
 
     @property
     def device(self) -> torch.device:
@@ -432,6 +445,7 @@ class MoEPlanner(nn.Module):
         LoRA adapters, fresh or loaded from an ``adapters`` folder of ``save``."""
         if self.adapted:
             raise ValueError("the LLM already has its experts and adapters")
+        self._prefix = None
         if self.config.moe.num_experts:
             convert_llama_to_moe(self.llm, self.config.moe.num_experts, self.config.moe.top_k)
         if adapters is None:
@@ -448,6 +462,9 @@ class MoEPlanner(nn.Module):
         adapters, routers and projector, 3 Pose-DiT and the object pointer; 0 nothing."""
         if stage == 2 and not self.adapted:
             raise ValueError("stage 2 trains the adapters: call adapt() first")
+        if stage in (1, 2) and self.adapters_merged:
+            raise ValueError("the adapters are merged for planning: load the planner again to train it")
+        self._prefix = None
         self.requires_grad_(False)
         if stage == 1:
             self.scene.requires_grad_(True)
@@ -535,11 +552,9 @@ class MoEPlanner(nn.Module):
         each 3D token's object centre. Nothing upstream of Pose-DiT trains in stage 3, so no
         gradient is kept (and ``pointmoe train planner`` may compute it once per demo frame)."""
         spliced = self._spliced(scenes, [self.config.prompt.plan(i) for i in instructions])
-        # the decoder alone: the hidden states are all that is needed, not the vocabulary logits
-        out = self._forward(spliced, self.llm.get_decoder(), output_hidden_states=True)
         mask = spliced.attention_mask.bool()
         # zero on padding, as ``PoseCondition.collate`` pads: Pose-DiT masks it out either way
-        states = out.hidden_states[self.config.condition_layer].masked_fill(~mask[..., None], 0.0)
+        states = self._condition_states(spliced).masked_fill(~mask[..., None], 0.0)
         points, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
         # splicing keeps object order and rows are flattened alike, so the i-th 3D position of the
         # batch holds the i-th real object
@@ -549,6 +564,38 @@ class MoEPlanner(nn.Module):
         object_states[object_mask] = states[spliced.modality_mask]
         colors = points[..., 3:6].mean(2)  # zero on padding objects, as collate pads
         return PoseCondition(states, mask, xyz, object_states, locations, object_mask, colors)
+
+    def _prompt_prefix(self) -> PromptPrefix | None:
+        """The planning prompts' common start, run through the LLM once; None while stages 1 and 2
+        train the LLM, which would make it stale."""
+        if self.stage in (1, 2):
+            return None
+        if self._prefix is None or self._prefix.states.device != self.device:
+            ids = self.tokenizer(self.config.prompt.plan(""), add_special_tokens=False)["input_ids"]
+            # the placeholder is a special token, so the text before it tokenizes alike in every prompt
+            ids = torch.tensor([ids[:ids.index(self.scene_token_id)]], device=self.device)
+            set_modality_mask(self.llm, torch.zeros_like(ids, dtype=torch.bool), torch.ones_like(ids, dtype=torch.bool))
+            out = self.llm.get_decoder()(input_ids=ids, use_cache=True, output_hidden_states=True)
+            self._prefix = PromptPrefix(ids.shape[1], [(layer.keys, layer.values) for layer in out.cache.layers],
+                                        out.hidden_states[self.config.condition_layer])
+        return self._prefix
+
+    def _condition_states(self, spliced: SplicedPrompt) -> torch.Tensor:
+        """The condition layer's hidden states (B, L, H) of the spliced planning prompts. The
+        decoder alone runs (no vocabulary logits), and only on what follows the cached prefix
+        when there is one: about a third of a planning prompt's tokens are that prefix."""
+        decoder, prefix = self.llm.get_decoder(), self._prompt_prefix()
+        if prefix is None:
+            return self._forward(spliced, decoder, output_hidden_states=True).hidden_states[self.config.condition_layer]
+        n, batch = prefix.length, len(spliced.embeds)
+        # every row starts with the prefix (right padding); the cache concatenates, never writes into these
+        cache = DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix.key_values],
+                             config=self.llm.config)
+        set_modality_mask(self.llm, spliced.modality_mask[:, n:], spliced.attention_mask[:, n:].bool())
+        out = decoder(inputs_embeds=spliced.embeds[:, n:], attention_mask=spliced.attention_mask,
+                      position_ids=spliced.position_ids[:, n:], cache=cache, use_cache=True,
+                      output_hidden_states=True)
+        return torch.cat([prefix.states.expand(batch, -1, -1), out.hidden_states[self.config.condition_layer]], 1)
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
                   generator: torch.Generator | None = None,
@@ -595,7 +642,7 @@ class MoEPlanner(nn.Module):
                 break
             attention = torch.cat([attention, attention.new_ones(1, 1)], dim=1)
             position = position + 1
-            out = self.llm(input_ids=token, past_key_values=out.past_key_values, attention_mask=attention,
+            out = self.llm(input_ids=token, cache=out.cache, attention_mask=attention,
                            position_ids=position, use_cache=True)
         return self.tokenizer.decode(tokens, skip_special_tokens=True).split(end)[0].strip()
 
@@ -652,6 +699,15 @@ class MoEPlanner(nn.Module):
         return write_folder(path, {SCENE_FILE: self.scene.state_dict(), POSE_DIT_FILE: self.pose_dit.state_dict(),
                                    POINTER_FILE: self.pointer.state_dict()},
                             {"adapted": self.adapted, "config": self.config.to_dict()})
+
+    def merge_adapters(self) -> "MoEPlanner":
+        """For planning only: fold the LoRA adapters into the frozen LLM (``lora.merge_adapters``),
+        the same plans with fewer matmuls; stages 1 and 2 cannot train afterwards."""
+        if self.adapted:
+            merge_adapters(self.llm)
+            self.adapters_merged = True
+            self._prefix = None
+        return self
 
     def export(self, path: str | Path) -> Path:
         """``save``, plus a ``sha256sum``-style sidecar for each weights file."""

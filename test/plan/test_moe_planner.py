@@ -156,6 +156,33 @@ def test_plan_conditions_on_the_penultimate_layer(config):
     torch.testing.assert_close(condition.states, states[config.llm.num_layers - 1])
 
 
+def test_merged_adapters_and_the_cached_prompt_start_condition_alike(config):
+    """Planning's two shortcuts, LoRA folded into the base weights and the prompts' common start
+    run through the LLM once, give the states of the plain forward, padding included."""
+    planner = MoEPlanner(config)
+    planner.adapt()
+    with torch.no_grad():  # LoRA's B starts at zero: give the adapters something to merge
+        for name, param in planner.llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.1)
+    planner.eval()
+    scenes = [planner.scene_objects(*cloud(seed), torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    instructions = ["stack the blocks", "put the red block in the bowl of the same colour as the zone."]
+    with torch.no_grad():
+        spliced = planner._spliced(scenes, [config.prompt.plan(i) for i in instructions])
+        plain = planner._forward(spliced, planner.llm.get_decoder(), output_hidden_states=True)
+        mask = spliced.attention_mask.bool()
+        cached = planner.condition(scenes, instructions).states
+        merged = planner.merge_adapters().condition(scenes, instructions).states
+    assert not mask.all()  # the first prompt is padded
+    expected = plain.hidden_states[config.condition_layer].masked_fill(~mask[..., None], 0.0)
+    torch.testing.assert_close(cached, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-4)
+    assert planner.adapters_merged and not torch.equal(merged, cached)  # really merged
+    with pytest.raises(ValueError, match="merged for planning"):
+        planner.set_stage(2)
+
+
 def test_condition_marks_each_3d_token_with_its_object(config):
     planner = MoEPlanner(config).eval()
     generator = torch.Generator().manual_seed(0)
