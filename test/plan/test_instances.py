@@ -135,3 +135,26 @@ def test_footprint_is_the_top_face_centre_and_yaw_of_a_turned_block_or_outline()
     outline = np.c_[np.concatenate(strips), np.full(sum(len(s) for s in strips), 0.001)]
     centre, yaw = footprint(_turned(outline, np.deg2rad(-13.5)) + [0.45, 0.0, 0.0])
     assert np.allclose(centre, (0.45, 0.0), atol=2e-3) and np.rad2deg(yaw) == pytest.approx(76.5, abs=1)
+
+
+def test_an_outline_blurred_into_the_table_is_recollected_by_its_colour():
+    """As on LoHoRavens: the segmentation calls a band of table around a 15 cm zone outline "zone"
+    and misses two of its strips; the outline's own colour gives the whole outline back."""
+    step = 0.005  # the 5 mm voxel grid
+    grid = np.arange(0.3, 0.7 + step / 2, step)
+    table = np.array([(x, y, 0.0) for x in grid for y in grid - 0.8])
+    xy = table[:, :2] - [0.5, -0.3]
+    on_outline = np.abs(np.max(np.abs(xy), axis=1) - 0.075) < step / 2
+    rgb = np.where(on_outline[:, None], [239, 147, 156], [47, 47, 47]).astype(np.uint8)
+    labels = np.zeros(len(table), int)  # the table: background
+    blurred = (np.abs(np.max(np.abs(xy), axis=1) - 0.075) < 0.012) & (xy[:, 0] < 0.03) & (xy[:, 1] < 0.05)
+    labels[blurred] = 4  # "zone": a band three voxels wide, the outline's right and top strips missed
+    xyz = table + [0.0, 0.0, 0.001] * on_outline[:, None]  # the outline, a millimetre above the table
+    ids = instances_from_segmentation(xyz, labels, background=[0], rgb=rgb)
+    zone = ids == ids[on_outline][0]
+    assert ids[on_outline][0] >= 0 and np.array_equal(zone, on_outline)
+    centre, _ = footprint(xyz[zone])
+    assert np.allclose(centre, (0.5, -0.3), atol=step / 2)
+    without_colour = instances_from_segmentation(xyz, labels, background=[0])
+    centre, _ = footprint(xyz[without_colour == without_colour[blurred][0]])
+    assert np.linalg.norm(centre - np.array([0.5, -0.3])) > 0.01  # what the segmentation alone gives
