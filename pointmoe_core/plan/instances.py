@@ -71,11 +71,7 @@ def instances_from_segmentation(
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz[members]))
         cluster = np.asarray(cloud.cluster_dbscan(eps=config.eps, min_points=config.min_points))
         parts = [members[cluster == c] for c in range(cluster.max(initial=-1) + 1)]
-        if rgb is not None:
-            parts = _join_outline_parts(xyz, np.asarray(rgb, np.float64), parts, config)
-            parts = [_recollect_by_colour(xyz, np.asarray(rgb, np.float64), labels, label, members, background, config)
-                     for members in parts]
-        found += parts
+        found += parts if rgb is None else _join_outline_parts(xyz, np.asarray(rgb, np.float64), parts, config)
     found = _absorb_fragments(xyz, _merge_overlapping(xyz, found, config.merge_iou), config)
     # largest first; the stable sort breaks ties by class id, then cluster order
     found = sorted(found, key=len, reverse=True)[:config.max_objects]
@@ -115,40 +111,6 @@ def _join_outline_parts(xyz: np.ndarray, rgb: np.ndarray, parts: list[np.ndarray
         else:
             joined.append(members)
     return groups + joined
-
-
-def _recollect_by_colour(xyz: np.ndarray, rgb: np.ndarray, labels: np.ndarray, label: int, members: np.ndarray,
-                         background: Sequence[int], config: InstanceClusteringConfig) -> np.ndarray:
-    """A flat instance (an outline on the table) as the flat points of its own colour around it.
-
-    The segmentation's class boundary is blurred where a voxel-wide outline meets the table: it
-    takes table around the strips for the object and misses parts of them, so the instance's
-    footprint is off by centimetres. Its colour is sharp: the instance's points that stand out from
-    the surface (the median colour of the flat background points) give the outline's colour, and
-    the flat points of that colour within one object's span, labelled this class or background,
-    connected to them, are the instance.
-    """
-    z = xyz[members, 2]
-    if np.ptp(z) >= config.flat_height:
-        return members
-    flat = xyz[:, 2] < z.min() + config.flat_height
-    surface = flat & np.isin(labels, list(background))
-    if not surface.any():
-        return members
-    surface_color = np.median(rgb[surface], axis=0)
-    marked = members[np.linalg.norm(rgb[members] - surface_color, axis=1) > config.color_tolerance]
-    if not len(marked):
-        return members
-    color = np.median(rgb[marked], axis=0)
-    # the span an object holding the marked points can cover
-    low, high = xyz[marked, :2].max(0) - config.max_object_extent, xyz[marked, :2].min(0) + config.max_object_extent
-    near = np.all((xyz[:, :2] >= low) & (xyz[:, :2] <= high), axis=1)
-    candidates = np.flatnonzero(flat & near & (np.isin(labels, list(background)) | (labels == label))
-                                & (np.linalg.norm(rgb - color, axis=1) <= config.color_tolerance))
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz[candidates]))
-    cluster = np.asarray(cloud.cluster_dbscan(eps=2 * config.eps, min_points=1))
-    keep = np.isin(cluster, cluster[np.isin(candidates, marked)])
-    return candidates[keep] if keep.any() else members
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -219,3 +181,44 @@ def footprint(xyz: np.ndarray, top_layer: float = 0.01) -> tuple[np.ndarray, flo
     axes = np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]])
     turned = xy @ axes.T
     return ((turned.min(0) + turned.max(0)) / 2) @ axes, yaw
+
+
+def object_points(xyz: np.ndarray, rgb: np.ndarray, instance_ids: np.ndarray, instance: int,
+                  config: InstanceClusteringConfig | None = None) -> np.ndarray:
+    """The points (indices) of ``instance`` to take its ``footprint`` from: its own, except for a
+    flat object (an outline on the table), which is re-collected by colour.
+
+    The segmentation's class boundary is blurred where a voxel-wide outline meets the table: it
+    takes table around the strips for the object and misses parts of them, which put LoHoRavens'
+    zone centres centimetres off (Ravens places a stacked block to 1 cm). The colour is sharp: the
+    instance's points that stand out from the surface (the median colour of the unassigned flat
+    points) give the outline's colour, and the flat points of that colour that are unassigned or
+    the instance's own, within one object's span and connected to those, are the outline. The
+    instance itself is left as the planner learned it; only where to put things moves.
+    """
+    config = config or InstanceClusteringConfig()
+    rgb = np.asarray(rgb)
+    # 0-255 like ``color_tolerance``: uint8 colours as they are, float ones (the planners' 0-1) scaled
+    rgb = rgb.astype(np.float64) * (1.0 if rgb.dtype == np.uint8 else 255.0)
+    xyz, instance_ids = np.asarray(xyz, np.float64), np.asarray(instance_ids)
+    members = np.flatnonzero(instance_ids == instance)
+    z = xyz[members, 2]
+    if not len(members) or np.ptp(z) >= config.flat_height:
+        return members
+    flat = xyz[:, 2] < z.min() + config.flat_height
+    surface = flat & (instance_ids < 0)
+    if not surface.any():
+        return members
+    marked = members[np.linalg.norm(rgb[members] - np.median(rgb[surface], axis=0), axis=1) > config.color_tolerance]
+    if not len(marked):
+        return members
+    color = np.median(rgb[marked], axis=0)
+    # the span an object holding the marked points can cover
+    low = xyz[marked, :2].max(0) - config.max_object_extent
+    high = xyz[marked, :2].min(0) + config.max_object_extent
+    near = np.all((xyz[:, :2] >= low) & (xyz[:, :2] <= high), axis=1)
+    candidates = np.flatnonzero(flat & near & ((instance_ids < 0) | (instance_ids == instance))
+                                & (np.linalg.norm(rgb - color, axis=1) <= config.color_tolerance))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz[candidates]))
+    cluster = np.asarray(cloud.cluster_dbscan(eps=2 * config.eps, min_points=1))
+    return candidates[np.isin(cluster, cluster[np.isin(candidates, marked)])]

@@ -37,7 +37,7 @@ from transformers import DynamicCache
 from ..common.config import YamlConfig
 from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
-from .instances import footprint
+from .instances import footprint, object_points
 from .llm import LLMConfig, add_scene_token, load_llm
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
 from .lora import LoRAConfig, apply_lora, load_adapters, merge_adapters, save_adapters
@@ -666,8 +666,8 @@ class MoEPlanner(nn.Module):
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
         if self.pointer.hard and len(scene.locations):
             # the place scores already follow the top pick (``ObjectPointer.choose``)
-            points, ids = np.asarray(xyz), np.asarray(instance_ids)
-            pick, place = (footprint(points[ids == int(scene.instance_ids[m])])
+            points = np.asarray(xyz)
+            pick, place = (footprint(points[object_points(points, colors, instance_ids, int(scene.instance_ids[m]))])
                            for m in pointer_logits[0].argmax(-1).tolist())
             plan = snap_to_chosen(plan, pick, place)
         else:

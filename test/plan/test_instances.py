@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from pointmoe_core.plan.instances import InstanceClusteringConfig, footprint, instances_from_segmentation
+from pointmoe_core.plan.instances import (
+    InstanceClusteringConfig,
+    footprint,
+    instances_from_segmentation,
+    object_points,
+)
 from pointmoe_core.plan.scene_encoder import objects_from_cloud
 
 
@@ -139,7 +144,8 @@ def test_footprint_is_the_top_face_centre_and_yaw_of_a_turned_block_or_outline()
 
 def test_an_outline_blurred_into_the_table_is_recollected_by_its_colour():
     """As on LoHoRavens: the segmentation calls a band of table around a 15 cm zone outline "zone"
-    and misses two of its strips; the outline's own colour gives the whole outline back."""
+    and misses two of its strips; the outline's own colour gives the whole outline back for its
+    footprint, in uint8 or 0-1 colours, while a block keeps its own points."""
     step = 0.005  # the 5 mm voxel grid
     grid = np.arange(0.3, 0.7 + step / 2, step)
     table = np.array([(x, y, 0.0) for x in grid for y in grid - 0.8])
@@ -149,12 +155,17 @@ def test_an_outline_blurred_into_the_table_is_recollected_by_its_colour():
     labels = np.zeros(len(table), int)  # the table: background
     blurred = (np.abs(np.max(np.abs(xy), axis=1) - 0.075) < 0.012) & (xy[:, 0] < 0.03) & (xy[:, 1] < 0.05)
     labels[blurred] = 4  # "zone": a band three voxels wide, the outline's right and top strips missed
-    xyz = table + [0.0, 0.0, 0.001] * on_outline[:, None]  # the outline, a millimetre above the table
+    block = _blob(np.random.default_rng(0), [0.35, -0.45, 0.02])
+    xyz = np.concatenate([table + [0.0, 0.0, 0.001] * on_outline[:, None], block])  # outline 1 mm up
+    rgb, labels = np.concatenate([rgb, np.full((len(block), 3), 200, np.uint8)]), np.r_[labels, np.full(len(block), 2)]
     ids = instances_from_segmentation(xyz, labels, background=[0], rgb=rgb)
-    zone = ids == ids[on_outline][0]
-    assert ids[on_outline][0] >= 0 and np.array_equal(zone, on_outline)
-    centre, _ = footprint(xyz[zone])
-    assert np.allclose(centre, (0.5, -0.3), atol=step / 2)
-    without_colour = instances_from_segmentation(xyz, labels, background=[0])
-    centre, _ = footprint(xyz[without_colour == without_colour[blurred][0]])
+    zone = int(ids[np.flatnonzero(blurred)[0]])
+    centre, _ = footprint(xyz[ids == zone])
     assert np.linalg.norm(centre - np.array([0.5, -0.3])) > 0.01  # what the segmentation alone gives
+    for colors in (rgb, rgb / 255.0):
+        outline = object_points(xyz, colors, ids, zone)
+        assert np.array_equal(outline, np.flatnonzero(on_outline))
+        centre, _ = footprint(xyz[outline])
+        assert np.allclose(centre, (0.5, -0.3), atol=step / 2)
+    block_id = int(ids[-1])
+    assert np.array_equal(object_points(xyz, rgb, ids, block_id), np.flatnonzero(ids == block_id))
