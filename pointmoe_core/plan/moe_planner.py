@@ -69,6 +69,7 @@ from .scene_encoder import (
     SceneObjects,
     fusion_encoder,
     normalize_locations,
+    object_colors,
     objects_from_cloud,
     pad_scenes,
 )
@@ -135,9 +136,10 @@ class MoEPlannerConfig(YamlConfig):
     # differences, after each object is told how many others share its colour and size
     pointer_relations: str = "attention"
     # what Pose-DiT reads at the pointer tokens: "soft", the probability-weighted objects; "hard",
-    # the one chosen object (the demo's in training, the top-scored at planning time, the place
-    # following the chosen pick), so that several equally right objects are not averaged into a
-    # spot between them; the first step is then snapped onto the chosen objects
+    # the one chosen object (the demo's in training; at planning time the most likely pick-place
+    # pair, the place never the picked object: ``ObjectPointer.best_pair``), so that several
+    # equally right objects are not averaged into a spot between them; the first step is then
+    # snapped onto the chosen objects
     pointer_tokens: str = "soft"
     grounding_weight: float = 1.0
     grounding_radius: float = 0.05  # metres (xy): a pose farther from every object grounds nowhere
@@ -359,6 +361,26 @@ class ObjectPointer(nn.Module):
             weights = torch.where((given >= 0)[..., None], forced, weights)
         return weights
 
+    @torch.no_grad()
+    def best_pair(self, condition: PoseCondition, candidates: int = 3) -> torch.Tensor:
+        """Planning's (pick, place) objects (B, 2): among the ``candidates`` top-scored picks, the
+        pair of highest log p(pick) + log p(place | pick), the place never the picked object itself.
+        An object cannot go onto itself: such a step moves nothing and spends one of the task's few
+        steps (LoHoRavens' stacking allows two more than there are blocks). Scenes with fewer than
+        two objects get the top scores as they are."""
+        logits = self.logits(condition)
+        pair = logits.argmax(-1)
+        pick_logp = logits[:, 0].log_softmax(-1)
+        best = torch.full_like(pick_logp[:, 0], float("-inf"))
+        for pick in pick_logp.topk(min(candidates, pick_logp.shape[-1]), -1).indices.unbind(-1):
+            place_logits = self.logits(condition, pick)[:, 1].scatter(-1, pick[:, None], float("-inf"))
+            place_logp, place = place_logits.log_softmax(-1).nan_to_num(float("-inf")).max(-1)
+            total = pick_logp.gather(-1, pick[:, None]).squeeze(-1) + place_logp
+            better = total > best
+            pair[better] = torch.stack([pick, place], -1)[better]
+            best = torch.where(better, total, best)
+        return pair
+
     def _fused_scores(self, condition: PoseCondition) -> torch.Tensor:
         """``fusion_layers`` > 0: bidirectional self-attention over all condition tokens lets each
         3D token read the instruction's words, then a linear head scores it, as the MiniLM
@@ -555,14 +577,14 @@ class MoEPlanner(nn.Module):
         mask = spliced.attention_mask.bool()
         # zero on padding, as ``PoseCondition.collate`` pads: Pose-DiT masks it out either way
         states = self._condition_states(spliced).masked_fill(~mask[..., None], 0.0)
-        points, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
+        _, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
         # splicing keeps object order and rows are flattened alike, so the i-th 3D position of the
         # batch holds the i-th real object
         xyz = states.new_full((*states.shape[:2], 3), float("nan"))
         xyz[spliced.modality_mask] = normalize_xyz(locations[..., :3])[object_mask]
         object_states = states.new_zeros(*object_mask.shape, states.shape[-1])
         object_states[object_mask] = states[spliced.modality_mask]
-        colors = points[..., 3:6].mean(2)  # zero on padding objects, as collate pads
+        colors = object_colors(scenes).to(self.device)
         return PoseCondition(states, mask, xyz, object_states, locations, object_mask, colors)
 
     def _prompt_prefix(self) -> PromptPrefix | None:
@@ -660,15 +682,17 @@ class MoEPlanner(nn.Module):
         scheduler's sampling steps; ``config.snap_radius`` > 0 snaps the poses onto the objects."""
         start = time.perf_counter()
         scene = self.scene_objects(xyz, colors, instance_ids, generator)
-        c, pointer_logits = self.pointer(self.condition([scene], [instruction]))
+        condition = self.condition([scene], [instruction])
+        chosen = self.pointer.best_pair(condition) if self.pointer.hard else None
+        c, pointer_logits = self.pointer(condition, chosen)
         poses, stop = sample_poses(self.pose_dit, self.scheduler, c.states, c.mask, self.config.horizon,
                                    num_steps, generator, c.xyz if self.config.object_positions else None)
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
         if self.pointer.hard and len(scene.locations):
-            # the place scores already follow the top pick (``ObjectPointer.choose``)
+            # the chosen pair (``ObjectPointer.best_pair``), which Pose-DiT read at its pointer tokens
             points = np.asarray(xyz)
             pick, place = (footprint(points[object_points(points, colors, instance_ids, int(scene.instance_ids[m]))])
-                           for m in pointer_logits[0].argmax(-1).tolist())
+                           for m in chosen[0].tolist())
             plan = snap_to_chosen(plan, pick, place)
         else:
             scores = pointer_logits[0] if self.config.grounding_weight else None

@@ -418,3 +418,23 @@ def test_hard_pointer_tokens_are_the_chosen_objects():
         torch.testing.assert_close(forced.xyz[0, 8:], centres[0, [4, 1]])
         torch.testing.assert_close(forced.xyz[1, 8:], extended.xyz[1, 8:])
         torch.testing.assert_close(forced_logits[0, 1], pointer.logits(condition, torch.tensor([4, -1]))[0, 1])
+
+
+def test_planning_takes_the_likeliest_pair_whose_place_is_not_the_picked_object():
+    """The top pick's only likely place is itself (a finished stack picked and put back): the
+    pair of the second pick and its place is likelier once an object may not go onto itself."""
+    pointer = ObjectPointer(width=8, size=4, query="instruction", hard=True).eval()
+    pick_scores = torch.tensor([[2.0, 1.9, -5.0]])
+    place_scores = {0: torch.tensor([[3.0, -3.0, -3.0]]), 1: torch.tensor([[2.5, 0.0, -3.0]]),
+                    2: torch.tensor([[0.0, 0.0, 0.0]])}
+
+    def logits(condition, pick=None):
+        place = place_scores[0 if pick is None else int(pick[0])]
+        return torch.stack([pick_scores, place], 1)
+
+    pointer.logits = logits
+    assert pointer.best_pair(None).tolist() == [[1, 0]]
+    place_scores[0] = torch.tensor([[3.0, 1.0, -3.0]])  # now the top pick has another good place
+    assert pointer.best_pair(None).tolist() == [[0, 1]]
+    pick_scores, place_scores[0] = torch.tensor([[1.0]]), torch.tensor([[1.0]])  # one object: as it is
+    assert pointer.best_pair(None).tolist() == [[0, 0]]

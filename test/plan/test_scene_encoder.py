@@ -6,6 +6,7 @@ from pointmoe_core.plan.scene_encoder import (
     ConditionEncoder,
     ConditionEncoderConfig,
     SceneObjects,
+    object_colors,
     objects_from_cloud,
     pad_scenes,
 )
@@ -87,6 +88,23 @@ def test_pad_scenes():
     assert points.shape == (2, 3, 8, 6) and locations.shape == (2, 3, 6)
     assert mask.tolist() == [[True, True, False], [True, True, True]]
     assert points[0, 2].abs().sum() == 0
+
+
+def test_object_colours_are_the_mean_of_all_points_whatever_was_sampled():
+    rng = torch.Generator().manual_seed(1)
+    xyz = torch.cat([box([0.4, -0.2, 0.02], [0.04] * 3, 300), box([0.5, 0.2, 0.02], [0.04] * 3, 40)])
+    colors = torch.randint(0, 256, (340, 3), generator=rng, dtype=torch.uint8)
+    ids = torch.tensor([3] * 300 + [5] * 40)
+    expected = torch.stack([2 * colors[:300].float().mean(0) / 255 - 1, 2 * colors[300:].float().mean(0) / 255 - 1])
+    for seed in (0, 1):
+        generator = torch.Generator().manual_seed(seed)
+        scene = objects_from_cloud(xyz, colors, ids, points_per_object=16, generator=generator)
+        torch.testing.assert_close(object_colors([scene])[0], expected)
+    # a scene made without them (older callers) falls back on its sampled points; padding is zero
+    sampled = SceneObjects(scene.points[:1], scene.locations[:1], scene.instance_ids[:1])
+    padded = object_colors([scene, sampled])
+    torch.testing.assert_close(padded[1, 0], scene.points[0, :, 3:].mean(0))
+    assert padded[1, 1].abs().sum() == 0
 
 
 def make_batch():
