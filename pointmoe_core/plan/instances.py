@@ -20,6 +20,10 @@ where something stands on them, cluster apart: with ``rgb`` given, flat instance
 ``flat_height`` tall) of one class and colour that fit together in one object's span
 (``max_object_extent``) are one object. The per-point ids feed ``scene_encoder.objects_from_cloud``
 like body ids do.
+
+Where a plan acts, ``footprint`` gives an object's centre and yaw from its top points, and
+``object_points`` first re-collects a flat object's outline by its colour, sharper than the
+segmentation's class boundary there.
 """
 from __future__ import annotations
 
