@@ -7,7 +7,8 @@ Each ``--planner`` is a Pose-DiT checkpoint or a 3D-MoE planner folder (``load_p
 planner plans on the same ``--frames`` demo frames (objects from the simulator's ids), ``--repeats``
 times each after one warm-up plan; the time is ``PoseSequence.planning_time`` (object tokens,
 instruction or LLM prefill, sampling with the checkpoint's steps, decoding), median over all
-plans, on ``--threads`` torch threads. Ratios are against the first planner given. Each planner's
+plans, on ``--threads`` torch threads, with a 3D-MoE planner's LLM in each ``--llm-dtype``. Ratios
+are against the first planner given. Each planner's
 start-up (``load_planner`` to ready, imports excluded; a 3D-MoE planner reads its de-quantised LLM
 from the cache, or makes it on a first start) is printed beside it.
 """
@@ -21,6 +22,7 @@ import time
 import torch
 from machine import cpu_model
 
+from pointmoe_core.common.device import LLM_DTYPES
 from pointmoe_core.data.demo_frames import load_demo_frames
 from pointmoe_core.plan.interface import load_planner
 
@@ -41,6 +43,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=5, help="demo frames, evenly spread over the folder")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--llm-dtype", nargs="+", choices=LLM_DTYPES, default=["float32"],
+                        help="a 3D-MoE planner's LLM weights; several: each planner in each, side by side")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,13 +53,15 @@ def main() -> None:
     print(f"{cpu_model()}, {args.threads} torch thread(s), {len(frames)} frames x {args.repeats}")
     results, startup = {}, {}
     for path in args.planner:
-        start = time.perf_counter()
-        planner = load_planner(path)
-        startup[path] = time.perf_counter() - start
-        results[path] = plan_ms(planner, frames, args.repeats)
-    first = results[args.planner[0]]
-    for path, ms in results.items():
-        print(f"{path}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[path]:.1f} s")
+        for dtype in args.llm_dtype:
+            name = path if len(args.llm_dtype) == 1 else f"{path} ({dtype})"
+            start = time.perf_counter()
+            planner = load_planner(path, llm_dtype=dtype)
+            startup[name] = time.perf_counter() - start
+            results[name] = plan_ms(planner, frames, args.repeats)
+    first = next(iter(results.values()))
+    for name, ms in results.items():
+        print(f"{name}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[name]:.1f} s")
     if args.json:
         print(json.dumps({"ms_per_plan": results, "startup_s": startup}))
 

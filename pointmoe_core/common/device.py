@@ -1,5 +1,8 @@
-"""The ``"auto"`` device choice of every config, command and node parameter."""
+"""The ``"auto"`` device choice of every config, command and node parameter, and the planner LLM's dtypes."""
 from __future__ import annotations
+
+# what a 3D-MoE planner's LLM weights may be cast to for planning (``plan.interface.load_planner``)
+LLM_DTYPES = ("float32", "bfloat16")
 
 
 def resolve_device(name: str = "auto") -> str:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..common.device import LLM_DTYPES
 from ..common.pose_sequence import PoseSequence
 from .moe_planner import MoEPlanner
 from .moe_planner_files import is_moe_planner
@@ -37,9 +38,13 @@ class Planner(Protocol):
         ...
 
 
-def load_planner(path: str | Path, map_location: str | torch.device = "cpu") -> Planner:
+def load_planner(path: str | Path, map_location: str | torch.device = "cpu", llm_dtype: str = "float32") -> Planner:
     """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds,
-    ready to plan (a 3D-MoE planner's adapters merged into its LLM)."""
+    ready to plan (a 3D-MoE planner's adapters merged into its LLM, whose weights are then cast to
+    ``llm_dtype``: "float32", or "bfloat16" for speed; a Pose-DiT planner has no LLM)."""
+    if llm_dtype not in LLM_DTYPES:
+        raise ValueError(f"llm_dtype must be one of {', '.join(LLM_DTYPES)}, got {llm_dtype!r}")
     if is_moe_planner(path):
-        return MoEPlanner.from_checkpoint(path, map_location=map_location).merge_adapters()
+        planner = MoEPlanner.from_checkpoint(path, map_location=map_location).merge_adapters()
+        return planner.cast_llm(getattr(torch, llm_dtype))
     return PoseDiTPlanner.from_checkpoint(path, map_location=map_location)

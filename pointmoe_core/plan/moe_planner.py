@@ -608,7 +608,8 @@ class MoEPlanner(nn.Module):
         when there is one: about a third of a planning prompt's tokens are that prefix."""
         decoder, prefix = self.llm.get_decoder(), self._prompt_prefix()
         if prefix is None:
-            return self._forward(spliced, decoder, output_hidden_states=True).hidden_states[self.config.condition_layer]
+            out = self._forward(spliced, decoder, output_hidden_states=True)
+            return out.hidden_states[self.config.condition_layer].float()
         n, batch = prefix.length, len(spliced.embeds)
         # every row starts with the prefix (right padding); the cache concatenates, never writes into these
         cache = DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix.key_values],
@@ -617,7 +618,8 @@ class MoEPlanner(nn.Module):
         out = decoder(inputs_embeds=spliced.embeds[:, n:], attention_mask=spliced.attention_mask,
                       position_ids=spliced.position_ids[:, n:], cache=cache, use_cache=True,
                       output_hidden_states=True)
-        return torch.cat([prefix.states.expand(batch, -1, -1), out.hidden_states[self.config.condition_layer]], 1)
+        states = out.hidden_states[self.config.condition_layer]
+        return torch.cat([prefix.states.expand(batch, -1, -1), states], 1).float()
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
                   generator: torch.Generator | None = None,
@@ -731,6 +733,14 @@ class MoEPlanner(nn.Module):
             merge_adapters(self.llm)
             self.adapters_merged = True
             self._prefix = None
+        return self
+
+    def cast_llm(self, dtype: torch.dtype) -> "MoEPlanner":
+        """For planning only: the frozen LLM's weights in ``dtype``. bfloat16 runs its matmuls
+        about 1.5x faster on a CPU with AVX512-BF16 (and on GPUs); the condition states go on to the
+        pointer and Pose-DiT in float32."""
+        self.llm.to(dtype)
+        self._prefix = None
         return self
 
     def export(self, path: str | Path) -> Path:

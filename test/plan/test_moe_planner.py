@@ -438,3 +438,22 @@ def test_planning_takes_the_likeliest_pair_whose_place_is_not_the_picked_object(
     assert pointer.best_pair(None).tolist() == [[0, 1]]
     pick_scores, place_scores[0] = torch.tensor([[1.0]]), torch.tensor([[1.0]])  # one object: as it is
     assert pointer.best_pair(None).tolist() == [[0, 0]]
+
+
+def test_a_bfloat16_llm_conditions_pose_dit_in_float32_close_to_the_float32_one(config, tmp_path):
+    planner = MoEPlanner(config)
+    planner.adapt()
+    planner.save(tmp_path / "moe")
+    xyz, rgb, ids = cloud()
+    scene = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
+    full = load_planner(tmp_path / "moe")
+    fast = load_planner(tmp_path / "moe", llm_dtype="bfloat16")
+    assert next(fast.llm.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        expected, states = (p.condition(scene, ["stack the blocks"]).states for p in (full, fast))
+    assert states.dtype == torch.float32
+    assert (states - expected).abs().max() <= 0.05 * expected.abs().max()
+    plan = fast.plan(xyz, rgb, ids, "stack the blocks", generator=torch.Generator().manual_seed(0))
+    assert 1 <= len(plan) <= config.horizon
+    with pytest.raises(ValueError, match="llm_dtype must be one of float32, bfloat16"):
+        load_planner(tmp_path / "moe", llm_dtype="float16")
