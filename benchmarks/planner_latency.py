@@ -8,9 +8,9 @@ planner plans on the same ``--frames`` demo frames (objects from the simulator's
 times each after one warm-up plan; the time is ``PoseSequence.planning_time`` (object tokens,
 instruction or LLM prefill, sampling with the checkpoint's steps, decoding), median over all
 plans, on ``--threads`` torch threads, with a 3D-MoE planner's LLM in each ``--llm-dtype``. Ratios
-are against the first planner given. Each planner's
-start-up (``load_planner`` to ready, imports excluded; a 3D-MoE planner reads its de-quantised LLM
-from the cache, or makes it on a first start) is printed beside it.
+are against the first planner given. Each planner's start-up (``load_planner`` to ready, imports
+excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes it on a first
+start) is printed beside it.
 """
 from __future__ import annotations
 
