@@ -4,6 +4,9 @@
 cannot stop Python work in progress (a model loading for a minute loads on, then fails on the dead
 context, and launch has to kill the process). Here SIGINT and SIGTERM raise ``KeyboardInterrupt``
 in the main thread wherever it is, loading included, and the node exits 0 within launch's window.
+The signal is also remembered (``stop_requested``): an extension module may turn the interrupt
+into an error of its own (torch, mid-load, into a ``ValueError``), which the node's configure then
+catches as a failed load; the spin loop stops on the flag all the same.
 """
 import signal
 from typing import Callable, TypeVar
@@ -18,20 +21,35 @@ from rclpy.signals import SignalHandlerOptions
 from pointmoe_core.common.device import resolve_device
 
 NodeT = TypeVar("NodeT", bound=Node)
+_signals: list[int] = []  # SIGINT/SIGTERM received, in order
+
+
+def _interrupt(signum: int, frame) -> None:
+    _signals.append(signum)
+    raise KeyboardInterrupt
+
+
+def stop_requested() -> bool:
+    """Whether SIGINT or SIGTERM arrived since ``run`` started."""
+    return bool(_signals)
 
 
 def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool] = lambda node: False) -> int:
     """Initialise rclpy, build the node, spin it until ``done(node)``, SIGINT or SIGTERM: exit status 0.
     A node that cannot be built (say, a cloud file that does not exist) logs why in one line: status 1."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # launch escalates SIGINT to SIGTERM
+    _signals.clear()
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)  # launch escalates SIGINT to SIGTERM
     try:
         node = make_node()
     except KeyboardInterrupt:
         rclpy.try_shutdown()
         return 0
     except Exception as error:  # noqa: BLE001 - one clear line, not a traceback
+        if stop_requested():  # the interrupt, turned into another error on its way out
+            rclpy.try_shutdown()
+            return 0
         rclpy.logging.get_logger("pointmoe_ros").error(f"cannot start: {type(error).__name__}: {error}")
         rclpy.try_shutdown()
         return 1
@@ -40,7 +58,7 @@ def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool]
 
 def spin_until_shutdown(node: Node, done: Callable[[], bool] = lambda: False) -> int:
     try:
-        while rclpy.ok() and not done():
+        while rclpy.ok() and not done() and not stop_requested():
             rclpy.spin_once(node, timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C, or SIGTERM from launch

@@ -69,3 +69,25 @@ def test_a_node_that_cannot_start_says_why_in_one_line(ros_install, tmp_path):
     lines = [line for line in log.read().splitlines() if line.strip()]
     assert (len(lines) == 1
             and "cannot start: FileNotFoundError: cloud source 'absent.pcd' is not a file" in lines[0]), lines
+
+
+def test_an_interrupt_a_library_turned_into_another_error_still_stops_the_node():
+    """torch, mid-load, can turn the KeyboardInterrupt a signal raised into a ValueError of its own,
+    which a node's configure catches as a failed load: ``run`` still stops, with status 0."""
+    import os
+
+    from pointmoe_ros import spin
+
+    def make_node():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert spin.run(make_node) == 0 and spin.stop_requested()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
