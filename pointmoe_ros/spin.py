@@ -9,6 +9,7 @@ into an error of its own (torch, mid-load, into a ``ValueError``), which the nod
 catches as a failed load; the spin loop stops on the flag all the same.
 """
 import signal
+import threading
 from typing import Callable, TypeVar
 
 import rclpy
@@ -21,24 +22,20 @@ from rclpy.signals import SignalHandlerOptions
 from pointmoe_core.common.device import resolve_device
 
 NodeT = TypeVar("NodeT", bound=Node)
-_signals: list[int] = []  # SIGINT/SIGTERM received, in order
+_stop = threading.Event()  # SIGINT or SIGTERM arrived since ``run`` started
+stop_requested = _stop.is_set
 
 
 def _interrupt(signum: int, frame) -> None:
-    _signals.append(signum)
+    _stop.set()
     raise KeyboardInterrupt
-
-
-def stop_requested() -> bool:
-    """Whether SIGINT or SIGTERM arrived since ``run`` started."""
-    return bool(_signals)
 
 
 def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool] = lambda node: False) -> int:
     """Initialise rclpy, build the node, spin it until ``done(node)``, SIGINT or SIGTERM: exit status 0.
     A node that cannot be built (say, a cloud file that does not exist) logs why in one line: status 1."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    _signals.clear()
+    _stop.clear()
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)  # launch escalates SIGINT to SIGTERM
     try:
@@ -47,12 +44,10 @@ def run(make_node: Callable[[], NodeT], args=None, done: Callable[[NodeT], bool]
         rclpy.try_shutdown()
         return 0
     except Exception as error:  # noqa: BLE001 - one clear line, not a traceback
-        if stop_requested():  # the interrupt, turned into another error on its way out
-            rclpy.try_shutdown()
-            return 0
-        rclpy.logging.get_logger("pointmoe_ros").error(f"cannot start: {type(error).__name__}: {error}")
+        if not stop_requested():  # else the interrupt, turned into another error on its way out
+            rclpy.logging.get_logger("pointmoe_ros").error(f"cannot start: {type(error).__name__}: {error}")
         rclpy.try_shutdown()
-        return 1
+        return 0 if stop_requested() else 1
     return spin_until_shutdown(node, lambda: done(node))
 
 

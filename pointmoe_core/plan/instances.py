@@ -201,14 +201,14 @@ def object_points(xyz: np.ndarray, rgb: np.ndarray, instance_ids: np.ndarray, in
     instance itself is left as the planner learned it; only where to put things moves.
     """
     config = config or InstanceClusteringConfig()
-    rgb = np.asarray(rgb)
-    # 0-255 like ``color_tolerance``: uint8 colours as they are, float ones (the planners' 0-1) scaled
-    rgb = rgb.astype(np.float64) * (1.0 if rgb.dtype == np.uint8 else 255.0)
     xyz, instance_ids = np.asarray(xyz, np.float64), np.asarray(instance_ids)
     members = np.flatnonzero(instance_ids == instance)
     z = xyz[members, 2]
     if not len(members) or np.ptp(z) >= config.flat_height:
         return members
+    rgb = np.asarray(rgb)
+    # 0-255 like ``color_tolerance``: uint8 colours as they are, float ones (the planners' 0-1) scaled
+    rgb = rgb.astype(np.float64) * (1.0 if rgb.dtype == np.uint8 else 255.0)
     flat = xyz[:, 2] < z.min() + config.flat_height
     surface = flat & (instance_ids < 0)
     if not surface.any():
