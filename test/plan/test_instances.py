@@ -159,7 +159,8 @@ def test_an_outline_blurred_into_the_table_is_recollected_by_its_colour():
     xyz = np.concatenate([table + [0.0, 0.0, 0.001] * on_outline[:, None], block])  # outline 1 mm up
     rgb, labels = np.concatenate([rgb, np.full((len(block), 3), 200, np.uint8)]), np.r_[labels, np.full(len(block), 2)]
     ids = instances_from_segmentation(xyz, labels, background=[0], rgb=rgb)
-    zone = int(ids[np.flatnonzero(blurred)[0]])
+    zone = int(ids[np.flatnonzero(blurred & on_outline)[0]])
+    assert np.all(ids[:len(table)][blurred & ~on_outline] == -1)  # the table in the band, by its colour
     centre, _ = footprint(xyz[ids == zone])
     assert np.linalg.norm(centre - np.array([0.5, -0.3])) > 0.01  # what the segmentation alone gives
     for colors in (rgb, rgb / 255.0):
@@ -169,3 +170,80 @@ def test_an_outline_blurred_into_the_table_is_recollected_by_its_colour():
         assert np.allclose(centre, (0.5, -0.3), atol=step / 2)
     block_id = int(ids[-1])
     assert np.array_equal(object_points(xyz, rgb, ids, block_id), np.flatnonzero(ids == block_id))
+
+
+def _cube(centre_xy, side=0.04, step=0.005):
+    """The visible surface of a block standing on the table, on the 5 mm voxel grid: its points
+    (N, 3) and which of them are its top face."""
+    along = np.arange(-side / 2, side / 2 + step / 2, step)
+    top = np.array([(x, y, side) for x in along for y in along])
+    walls = [np.array([(x, y, z) for x in along for z in along[:-1] + side / 2]) for y in (-side / 2, side / 2)]
+    walls += [np.array([(x, y, z) for y in along for z in along[:-1] + side / 2]) for x in (-side / 2, side / 2)]
+    points = np.concatenate([top] + walls) + [*centre_xy, 0.0]
+    return points, np.arange(len(points)) < len(top)
+
+
+def _shaded(color, is_top):
+    """A colour as the renderer shows it: the sides darker than the lit top, one hue."""
+    return np.where(is_top[:, None], np.asarray(color, float), 0.75 * np.asarray(color, float))
+
+
+def test_touching_blocks_of_two_colours_are_two_objects():
+    red, red_top = _cube([0.5, 0.0])
+    green, green_top = _cube([0.5, 0.045])  # one voxel apart: DBSCAN joins them
+    xyz = np.concatenate([red, green])
+    rgb = np.concatenate([_shaded([255, 87, 89], red_top), _shaded([89, 169, 79], green_top)])
+    labels = np.full(len(xyz), 3)
+    assert len(set(instances_from_segmentation(xyz, labels))) == 1
+    ids = instances_from_segmentation(xyz, labels, rgb=rgb)
+    assert len(set(ids[:len(red)])) == len(set(ids[len(red):])) == 1 and ids[0] != ids[-1] and ids.min() >= 0
+
+
+def test_a_block_whose_shaded_sides_are_taken_for_another_class_is_one_object():
+    block, top = _cube([0.5, 0.0])
+    other, other_top = _cube([0.6, 0.2])  # a block of the same colour elsewhere stays apart
+    xyz = np.concatenate([block, other])
+    rgb = np.concatenate([_shaded([78, 121, 167], top), _shaded([78, 121, 167], other_top)])
+    labels = np.concatenate([np.where(top, 3, 4), np.full(len(other), 3)])  # the sides called "bowl"
+    # both parts beyond a fragment's size, as on LoHoRavens (tops of 136-161 points, sides of 281-312)
+    config = InstanceClusteringConfig(fragment_points=len(top[top]) - 1)
+    assert len(set(instances_from_segmentation(xyz, labels, config=config))) == 3
+    ids = instances_from_segmentation(xyz, labels, config=config, rgb=rgb)
+    assert len(set(ids[:len(block)])) == 1 and len(set(ids[len(block):])) == 1 and ids[0] != ids[-1]
+
+
+def test_a_block_on_the_outline_of_its_colours_zone_comes_apart_from_the_outline():
+    step = 0.005
+    along = np.arange(-0.075, 0.075 + step / 2, step)
+    strips = (-0.075, -0.07, 0.07, 0.075)  # two voxels wide
+    ring = [np.c_[along, np.full_like(along, s)] for s in strips]
+    ring += [np.c_[np.full_like(along, s), along] for s in strips]
+    outline_xy = np.unique(np.concatenate(ring).round(6), axis=0) + [0.5, 0.0]
+    outline = np.c_[outline_xy, np.full(len(outline_xy), 0.001)]
+    block, top = _cube([0.5, 0.075])  # standing on the outline's far strip
+    xyz = np.concatenate([outline, block])
+    rgb = np.concatenate([np.tile([255.0, 87, 89], (len(outline), 1)), _shaded([255, 87, 89], top)])
+    labels = np.full(len(xyz), 4)  # all one class, as a segmentation may say
+    assert len(set(instances_from_segmentation(xyz, labels))) == 1
+    ids = instances_from_segmentation(xyz, labels, rgb=rgb)
+    on_block = np.all(np.abs(outline[:, :2] - [0.5, 0.075]) <= 0.03 + 1e-9, axis=1)  # within eps of its walls
+    zone, block_id = ids[:len(outline)][~on_block], ids[len(outline):]
+    assert len(set(zone)) == 1 and len(set(block_id)) == 1 and zone[0] != block_id[0] and zone[0] >= 0
+
+
+def test_a_block_in_a_bowl_of_its_colour_gets_its_sides_back_from_the_bowl():
+    rng = np.random.default_rng(6)
+    wall = _ring(rng, [0.5, 0.0, 0.0], 1100, 0.06, 0.035)
+    disc = rng.uniform(-0.055, 0.055, (3000, 2))
+    floor = np.c_[disc[np.linalg.norm(disc, axis=1) < 0.055][:400] + [0.5, 0.0], np.full(400, 0.006)]
+    block, top = _cube([0.5, 0.0])
+    block, top = block + [0.0, 0.0, 0.006], top  # standing on the bowl's floor
+    floor = floor[np.any(np.abs(floor[:, :2] - [0.5, 0.0]) > 0.025, axis=1)]  # hidden under the block
+    xyz = np.concatenate([wall, floor, block])
+    bowl_count = len(wall) + len(floor)
+    rgb = np.concatenate([np.tile([255.0, 87, 89], (bowl_count, 1)), _shaded([255, 87, 89], top)])
+    labels = np.concatenate([np.full(bowl_count, 4), np.where(top, 3, 4)])  # the block's sides called "bowl"
+    ids = instances_from_segmentation(xyz, labels, rgb=rgb)
+    bowl_ids, block_ids = ids[:bowl_count], ids[bowl_count:]
+    assert len(set(block_ids)) == 1 and block_ids[0] >= 0
+    assert np.mean(bowl_ids == bowl_ids[0]) > 0.99 and bowl_ids[0] != block_ids[0]
