@@ -189,8 +189,7 @@ def _peel_outline(xyz: np.ndarray, members: np.ndarray, config: InstanceClusteri
     if low.all() or not low.any():
         return [members]
     standing = xyz[members[~low], :2]
-    yaw = square_yaw(standing)
-    turn = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+    turn = _box_frame(square_yaw(standing))
     box, turned = standing @ turn, xyz[members[low], :2] @ turn
     outside = np.any((turned < box.min(0) - config.eps) | (turned > box.max(0) + config.eps), axis=1)
     beyond = members[low][outside]
@@ -247,9 +246,7 @@ def _join_block_parts(xyz: np.ndarray, chroma: np.ndarray, found: list[np.ndarra
 def _span(xy: np.ndarray) -> float:
     """The longer side of the smallest box around points xy (N, 2): a turned square's side, not
     its diagonal."""
-    yaw = square_yaw(xy)
-    turned = xy @ np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
-    return float(np.max(np.ptp(turned, axis=0)))
+    return float(np.max(np.ptp(xy @ _box_frame(square_yaw(xy)), axis=0)))
 
 
 def _claim_columns(xyz: np.ndarray, chroma: np.ndarray, found: list[np.ndarray],
@@ -263,8 +260,7 @@ def _claim_columns(xyz: np.ndarray, chroma: np.ndarray, found: list[np.ndarray],
         if z.max() < config.flat_height or _span(xyz[members, :2]) > config.max_block_extent:
             continue
         face = xyz[members[z >= z.max() - top_layer], :2]
-        yaw = square_yaw(face)
-        turn = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+        turn = _box_frame(square_yaw(face))
         low, high = (face @ turn).min(0) - config.eps / 2, (face @ turn).max(0) + config.eps / 2
         for other_index, other in enumerate(found):
             if len(other) <= len(members) or not _same_chroma(chroma, members, other, config.chroma_tolerance):
@@ -347,6 +343,11 @@ def square_yaw(xy: np.ndarray) -> float:
     return float(angles[(np.ptp(u, 0) * np.ptp(v, 0)).argmin()])
 
 
+def _box_frame(yaw: float) -> np.ndarray:
+    """xy (N, 2) @ this: the points in the frame of a box turned by ``yaw``."""
+    return np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+
+
 def footprint(xyz: np.ndarray, top_layer: float = 0.01) -> tuple[np.ndarray, float]:
     """Centre (x, y) and yaw (``square_yaw``) of the smallest box around an object's top points
     (xyz (N, 3) metres; those within ``top_layer`` of its highest) seen from above. Where to put a
@@ -356,9 +357,8 @@ def footprint(xyz: np.ndarray, top_layer: float = 0.01) -> tuple[np.ndarray, flo
     xyz = np.asarray(xyz, dtype=np.float64)
     xy = xyz[xyz[:, 2] >= xyz[:, 2].max() - top_layer, :2]
     yaw = square_yaw(xy)
-    axes = np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]])
-    turned = xy @ axes.T
-    return ((turned.min(0) + turned.max(0)) / 2) @ axes, yaw
+    turned = xy @ _box_frame(yaw)
+    return ((turned.min(0) + turned.max(0)) / 2) @ _box_frame(yaw).T, yaw
 
 
 def object_points(xyz: np.ndarray, rgb: np.ndarray, instance_ids: np.ndarray, instance: int,
