@@ -44,7 +44,6 @@ DEFAULT_PLANNER = CHECKPOINTS / "planner_3d_moe"
 # own object scores within the radius) for planners with soft pointer tokens; a hard pointer (the
 # shipped planner) acts on the footprints of the objects it chose instead (pose_decoding.snap_to_chosen)
 DEFAULT_SNAP_RADIUS = 0.05
-DEFAULT_TASKS = ("pick-and-place-primitive", "put-block-into-matching-bowl", "stack-block-in-absolute-area")
 DEFAULT_EXPERT_LAYER = "dec.dec0.block0.attn.proj"
 # the default checkpoints trained on episodes of seeds 0-509, 2000-4299 and 100000-230149
 # (checkpoints/README.md)
@@ -70,6 +69,7 @@ class DemoCloud:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pointmoe_core.sim.cli import LOHORAVENS_TASKS  # the benchmark's four, what the planner was trained on
     from pointmoe_core.sim.episode import add_env_arguments
 
     parser.add_argument("--seg-checkpoint", type=Path, default=DEFAULT_SEG_CHECKPOINT,
@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--planner", type=Path, default=DEFAULT_PLANNER,
                         help="Pose-DiT checkpoint (file or directory) or 3D-MoE planner folder "
                              f"(default {_shown(DEFAULT_PLANNER)})")
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
-                        help=f"LoHoRavens tasks (default {' '.join(DEFAULT_TASKS)})")
+    parser.add_argument("--tasks", nargs="+", default=list(LOHORAVENS_TASKS), metavar="TASK",
+                        help=f"LoHoRavens tasks (default {' '.join(LOHORAVENS_TASKS)})")
     parser.add_argument("--episodes", type=positive_int, default=2, help="episodes per task (default 2)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the first episode, then +1 each (default {DEFAULT_SEED}: layouts that no "
