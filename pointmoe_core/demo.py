@@ -69,8 +69,8 @@ class DemoCloud:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pointmoe_core.sim.cli import LOHORAVENS_TASKS  # the benchmark's four, what the planner was trained on
     from pointmoe_core.sim.episode import add_env_arguments
+    from pointmoe_core.sim.lohoravens import LOHORAVENS_TASKS  # the benchmark's four, the planner's training tasks
 
     parser.add_argument("--seg-checkpoint", type=Path, default=DEFAULT_SEG_CHECKPOINT,
                         help="Point-MoE segmentation checkpoint, ours or official with its config "

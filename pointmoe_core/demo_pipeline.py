@@ -372,10 +372,11 @@ def _print_table(tasks: dict[str, dict]) -> None:
     def cell(value: float | None, width: int, digits: int) -> str:
         return f"{'n/a':>{width}s}" if value is None else f"{value:{width}.{digits}f}"
 
-    print(f"\n{'task':30s} {'eps':>3s} {'success':>7s} {'score':>5s} {'mIoU':>5s}   median ms: "
+    width = max([30, *map(len, tasks)])
+    print(f"\n{'task':{width}s} {'eps':>3s} {'success':>7s} {'score':>5s} {'mIoU':>5s}   median ms: "
           + " ".join(f"{stage:>9s}" for stage in STAGES))
     for name, task in tasks.items():
-        print(f"{name:30s} {task['episodes']:3d} {task['success_rate']:7.2f} {task['mean_score']:5.2f} "
+        print(f"{name:{width}s} {task['episodes']:3d} {task['success_rate']:7.2f} {task['mean_score']:5.2f} "
               f"{cell(task['miou'], 5, 2)}              "
               + " ".join(cell(task["median_ms"][stage], 9, 1) for stage in STAGES))
     for name, task in tasks.items():
