@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera images (default 240x320, what the default checkpoints were trained on)")
     parser.add_argument("--device", default="cpu", help="torch device for both models (cpu, cuda, ...)")
     parser.add_argument("--llm-dtype", choices=LLM_DTYPES, default="float32",
-                        help="a 3D-MoE planner's LLM weights (bfloat16: faster on CPUs with AVX512-BF16 and on GPUs)")
+                        help="a 3D-MoE planner's LLM weights (bfloat16: faster on CPUs with AVX512-BF16 and on GPUs; "
+                             "int8: dynamic quantisation, fastest on a CPU)")
     parser.add_argument("--snap-radius", type=float, default=DEFAULT_SNAP_RADIUS,
                         help="metres: move each planned pick and place onto the nearest perceived object centre "
                              f"within it (default {DEFAULT_SNAP_RADIUS}; 0: the planner's poses as they are; "

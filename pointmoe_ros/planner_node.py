@@ -64,7 +64,7 @@ class PlannerNode(LifecycleNode):
         self.declare_parameter("planner", "pose_dit")
         self.declare_parameter("checkpoint", "")
         self.declare_parameter("device", "auto")
-        self.declare_parameter("llm_dtype", "float32")  # a 3D-MoE planner's LLM: float32 or bfloat16 (faster)
+        self.declare_parameter("llm_dtype", "float32")  # a 3D-MoE planner's LLM: float32, bfloat16, int8 (CPU)
         self.declare_parameter("torch_threads", 0)  # 0: torch's default, one per core
         self.declare_parameter("sampling_steps", 0)  # 0: the checkpoint's
         self.declare_parameter("snap_radius", -1.0)  # metres; negative: the checkpoint's

@@ -1,8 +1,9 @@
 """The ``"auto"`` device choice of every config, command and node parameter, and the planner LLM's dtypes."""
 from __future__ import annotations
 
-# what a 3D-MoE planner's LLM weights may be cast to for planning (``plan.interface.load_planner``)
-LLM_DTYPES = ("float32", "bfloat16")
+# what a 3D-MoE planner's LLM weights may be cast to for planning (``plan.interface.load_planner``;
+# int8: dynamic quantisation, CPU only)
+LLM_DTYPES = ("float32", "bfloat16", "int8")
 
 
 def resolve_device(name: str = "auto") -> str:
