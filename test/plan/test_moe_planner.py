@@ -440,42 +440,39 @@ def test_planning_takes_the_likeliest_pair_whose_place_is_not_the_picked_object(
     assert pointer.best_pair(None).tolist() == [[0, 0]]
 
 
-def test_a_bfloat16_llm_conditions_pose_dit_in_float32_close_to_the_float32_one(config, tmp_path):
+def _float32_and_fast(config, tmp_path, llm_dtype):
+    """A saved planner loaded for planning with a float32 LLM and with an ``llm_dtype`` one."""
     planner = MoEPlanner(config)
     planner.adapt()
     planner.save(tmp_path / "moe")
+    return load_planner(tmp_path / "moe"), load_planner(tmp_path / "moe", llm_dtype=llm_dtype)
+
+
+def _assert_conditions_close_and_plans(full, fast, config, tolerance):
     xyz, rgb, ids = cloud()
-    scene = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
-    full = load_planner(tmp_path / "moe")
-    fast = load_planner(tmp_path / "moe", llm_dtype="bfloat16")
-    assert next(fast.llm.parameters()).dtype == torch.bfloat16
+    scene = [full.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
     with torch.no_grad():
         expected, states = (p.condition(scene, ["stack the blocks"]).states for p in (full, fast))
     assert states.dtype == torch.float32
-    assert (states - expected).abs().max() <= 0.05 * expected.abs().max()
+    assert (states - expected).abs().max() <= tolerance * expected.abs().max()
     plan = fast.plan(xyz, rgb, ids, "stack the blocks", generator=torch.Generator().manual_seed(0))
     assert 1 <= len(plan) <= config.horizon
+
+
+def test_a_bfloat16_llm_conditions_pose_dit_in_float32_close_to_the_float32_one(config, tmp_path):
+    full, fast = _float32_and_fast(config, tmp_path, "bfloat16")
+    assert next(fast.llm.parameters()).dtype == torch.bfloat16
+    _assert_conditions_close_and_plans(full, fast, config, 0.05)
     with pytest.raises(ValueError, match="llm_dtype must be one of float32, bfloat16, int8"):
         load_planner(tmp_path / "moe", llm_dtype="float16")
 
 
 def test_an_int8_llm_quantises_the_projections_not_the_routers_and_conditions_close_to_float32(config, tmp_path):
-    planner = MoEPlanner(config)
-    planner.adapt()
-    planner.save(tmp_path / "moe")
-    xyz, rgb, ids = cloud()
-    scene = [planner.scene_objects(xyz, rgb, ids, torch.Generator().manual_seed(0))]
-    full = load_planner(tmp_path / "moe")
-    fast = load_planner(tmp_path / "moe", llm_dtype="int8")
+    full, fast = _float32_and_fast(config, tmp_path, "int8")
     kinds = {name: type(module).__module__ for name, module in fast.llm.named_modules()}
     quantised = [name for name, kind in kinds.items() if "quantized" in kind and not name.endswith("_packed_params")]
     assert quantised and all(name.endswith("base_layer") for name in quantised)
     assert any(name.endswith("q_proj.base_layer") for name in quantised)
     assert any(".experts." in name for name in quantised)
     assert not any("router" in name for name in quantised)
-    with torch.no_grad():
-        expected, states = (p.condition(scene, ["stack the blocks"]).states for p in (full, fast))
-    assert states.dtype == torch.float32
-    assert (states - expected).abs().max() <= 0.1 * expected.abs().max()
-    plan = fast.plan(xyz, rgb, ids, "stack the blocks", generator=torch.Generator().manual_seed(0))
-    assert 1 <= len(plan) <= config.horizon
+    _assert_conditions_close_and_plans(full, fast, config, 0.1)
