@@ -60,9 +60,10 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
 
     Voxel key = ((batch * Dx + x) * Dy + y) * Dz + z (int64), with the coordinates shifted by the
     kernel radius and D the per-axis extent plus twice the radius, so every neighbour has a key of
-    its own and an offset is one constant added to every key. Queries run in key order: the
-    lookups of neighbouring voxels then touch neighbouring memory, which made this 2x faster on a
-    CPU than querying in the voxels' own order.
+    its own and an offset is one constant added to every key. Queries run in key order, so the
+    lookups of neighbouring voxels touch neighbouring memory, and along z each position follows
+    from the previous one, so one binary search serves a whole (dx, dy) row of offsets: 2x faster
+    on a CPU than one search per offset in the voxels' own order.
     """
     if kernel_size % 2 != 1:
         raise ValueError(f"submanifold convolution needs an odd kernel size, got {kernel_size}")

@@ -1,4 +1,5 @@
-"""Instances from a segmentation: DBSCAN per class, background skipped, at most 60 objects."""
+"""Instances from a segmentation: DBSCAN per class, background skipped, at most 60 objects, and
+the corrections colour makes where the classes cut across objects."""
 import numpy as np
 import pytest
 
@@ -206,7 +207,7 @@ def test_a_block_whose_shaded_sides_are_taken_for_another_class_is_one_object():
     rgb = np.concatenate([_shaded([78, 121, 167], top), _shaded([78, 121, 167], other_top)])
     labels = np.concatenate([np.where(top, 3, 4), np.full(len(other), 3)])  # the sides called "bowl"
     # both parts beyond a fragment's size, as on LoHoRavens (tops of 136-161 points, sides of 281-312)
-    config = InstanceClusteringConfig(fragment_points=len(top[top]) - 1)
+    config = InstanceClusteringConfig(fragment_points=int(top.sum()) - 1)
     assert len(set(instances_from_segmentation(xyz, labels, config=config))) == 3
     ids = instances_from_segmentation(xyz, labels, config=config, rgb=rgb)
     assert len(set(ids[:len(block)])) == 1 and len(set(ids[len(block):])) == 1 and ids[0] != ids[-1]
@@ -237,7 +238,7 @@ def test_a_block_in_a_bowl_of_its_colour_gets_its_sides_back_from_the_bowl():
     disc = rng.uniform(-0.055, 0.055, (3000, 2))
     floor = np.c_[disc[np.linalg.norm(disc, axis=1) < 0.055][:400] + [0.5, 0.0], np.full(400, 0.006)]
     block, top = _cube([0.5, 0.0])
-    block, top = block + [0.0, 0.0, 0.006], top  # standing on the bowl's floor
+    block = block + [0.0, 0.0, 0.006]  # standing on the bowl's floor
     floor = floor[np.any(np.abs(floor[:, :2] - [0.5, 0.0]) > 0.025, axis=1)]  # hidden under the block
     xyz = np.concatenate([wall, floor, block])
     bowl_count = len(wall) + len(floor)
