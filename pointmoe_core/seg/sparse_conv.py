@@ -90,15 +90,16 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     row_shift = torch.tensor([(dx * size_y + dy) * size_z for dx, dy in rows_xy], device=device)
     query = sorted_keys + row_shift[:, None] - radius  # (rows, n): dz = -radius
     pos = torch.searchsorted(sorted_keys, query)
-    at, hit = [], []
+    # (row, dz, n): offset j = (row, dz) in the flattened kernel order
+    at = torch.empty(len(rows_xy), kernel_size, n, dtype=torch.long, device=device)
+    hit = torch.empty(len(rows_xy), kernel_size, n, dtype=torch.bool, device=device)
     for step in range(kernel_size):
         if step:  # keys are distinct integers: the first key >= q + 1 follows the first >= q iff that one is q
-            pos = pos + (sorted_keys[at[-1]] == query)
-            query = query + 1
-        at.append(pos.clamp(max=n - 1))
-        hit.append(sorted_keys[at[-1]] == query)
-    at = torch.stack(at, 1).reshape(-1, n)[:centre]  # offset j = (row, dz) in the flattened kernel order
-    hit = torch.stack(hit, 1).reshape(-1, n)[:centre]
+            pos += hit[:, step - 1]
+            query += 1
+        torch.clamp(pos, max=n - 1, out=at[:, step])
+        torch.eq(sorted_keys[at[:, step]], query, out=hit[:, step])
+    at, hit = at.reshape(-1, n)[:centre], hit.reshape(-1, n)[:centre]
     offset, sorted_row = hit.nonzero(as_tuple=True)
     counts = hit.sum(1).tolist()
     rows = order[sorted_row].split(counts)
