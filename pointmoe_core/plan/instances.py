@@ -88,14 +88,14 @@ def instances_from_segmentation(
     """
     config = config or InstanceClusteringConfig()
     xyz, labels = np.asarray(xyz, dtype=np.float64), np.asarray(labels)
+    table = np.isin(labels, list(background))
     chroma = surface = None
     if rgb is not None:
         rgb = _rgb_255(rgb)
         chroma = chromaticity(rgb)
-        table = np.isin(labels, list(background))
         surface = np.median(rgb[table], axis=0) if table.any() else None
     found: list[np.ndarray] = []  # point indices of each instance
-    foreground = (labels >= 0) & ~np.isin(labels, list(background))
+    foreground = (labels >= 0) & ~table
     for label in np.unique(labels[foreground]):
         members = np.flatnonzero(labels == label)
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz[members]))

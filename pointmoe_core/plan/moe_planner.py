@@ -615,7 +615,7 @@ class MoEPlanner(nn.Module):
         spliced = self._spliced(scenes, [self.config.prompt.plan(i) for i in instructions])
         mask = spliced.attention_mask.bool()
         # zero on padding, as ``PoseCondition.collate`` pads: Pose-DiT masks it out either way
-        states = self._condition_states(spliced).masked_fill(~mask[..., None], 0.0)
+        states = self._condition_states(spliced).float().masked_fill(~mask[..., None], 0.0)
         _, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
         # splicing keeps object order and rows are flattened alike, so the i-th 3D position of the
         # batch holds the i-th real object
@@ -647,8 +647,7 @@ class MoEPlanner(nn.Module):
         when there is one: about a third of a planning prompt's tokens are that prefix."""
         decoder, prefix = self.llm.get_decoder(), self._prompt_prefix()
         if prefix is None:
-            out = self._forward(spliced, decoder, output_hidden_states=True)
-            return out.hidden_states[self.config.condition_layer].float()
+            return self._forward(spliced, decoder, output_hidden_states=True).hidden_states[self.config.condition_layer]
         n, batch = prefix.length, len(spliced.embeds)
         # every row starts with the prefix (right padding); the cache concatenates, never writes into these
         cache = DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix.key_values],
@@ -657,8 +656,7 @@ class MoEPlanner(nn.Module):
         out = decoder(inputs_embeds=spliced.embeds[:, n:], attention_mask=spliced.attention_mask,
                       position_ids=spliced.position_ids[:, n:], cache=cache, use_cache=True,
                       output_hidden_states=True)
-        states = out.hidden_states[self.config.condition_layer]
-        return torch.cat([prefix.states.expand(batch, -1, -1), states], 1).float()
+        return torch.cat([prefix.states.expand(batch, -1, -1), out.hidden_states[self.config.condition_layer]], 1)
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
                   generator: torch.Generator | None = None,
