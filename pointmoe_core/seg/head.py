@@ -73,9 +73,30 @@ class LanguageGuidedHead(nn.Module):
                 batch: torch.Tensor | None = None, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C) features -> (N, K) logits; ``text_embedding`` (K', D) replaces the class table."""
         table = self.class_embedding if text_embedding is None else text_embedding
-        point = F.normalize(self.proj(feat), dim=-1)
-        logits = self.logit_scale.exp() * point @ F.normalize(table.to(point.dtype), dim=-1).T
-        return mask_logits(logits, class_mask, batch)
+        table = F.normalize(table.to(feat.dtype), dim=-1)
+        if torch.is_grad_enabled():
+            point = F.normalize(self.proj(feat), dim=-1)
+            cosine = point @ table.T
+        else:
+            cosine = self._cosine_without_projection(feat, table)
+        return mask_logits(self.logit_scale.exp() * cosine, class_mask, batch)
+
+    def _cosine_without_projection(self, feat: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """The same cosine without the (N, D_text) projected features, for inference.
+
+        With ``x' = [x, 1]`` and ``W' = [W, b]``: ``f . t = x' . (W'^T t)`` and
+        ``|f|^2 = x'^T (W'^T W') x'``, so the work is N x (C+1) x (K + C+1) instead of
+        N x C x D_text: the head was the slowest layer of a small model on a large cloud. The
+        norm is summed in float64 where the device has it (on ``mps`` float32), as the Gram form
+        subtracts large terms.
+        """
+        weight = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1)  # (D, C+1)
+        extended = torch.cat([feat, feat.new_ones(len(feat), 1)], dim=1)  # (N, C+1)
+        wide = torch.float32 if feat.device.type == "mps" else torch.float64
+        gram = (weight.T.to(wide) @ weight.to(wide))
+        squared_norm = ((extended.to(wide) @ gram) * extended.to(wide)).sum(-1)
+        norm = squared_norm.clamp_min(0).sqrt().clamp_min(1e-12)  # F.normalize's eps
+        return (extended @ (weight.T @ table.T)) / norm.to(feat.dtype)[:, None]
 
 
 class LinearHead(nn.Module):

@@ -27,6 +27,19 @@ def test_logits_are_clip_scaled_cosines():
     assert not head.logit_scale.requires_grad and math.isclose(head.logit_scale.exp().item(), 100.0, rel_tol=1e-6)
 
 
+def test_inference_logits_skip_the_projection_but_match_it():
+    # without autograd the head never forms the (N, D_text) features (Gram form of the norm)
+    head = LanguageGuidedHead(32, 384, 5)
+    head.set_class_embedding(torch.randn(5, 384))
+    feat = torch.randn(2000, 32) * 4
+    feat[:10] = 0.0  # the projection is then just the bias
+    with torch.no_grad():
+        fast = head(feat)
+        reference = 100.0 * F.normalize(head.proj(feat), dim=-1) @ head.class_embedding.T
+    torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fast, head(feat).detach(), atol=1e-4, rtol=1e-5)
+
+
 def test_per_cloud_class_mask_matches_official_slicing():
     head = make_head()
     feat, batch = torch.randn(7, 8), torch.tensor([0, 0, 0, 1, 1, 1, 1])
