@@ -91,6 +91,7 @@ class BackboneConfig(YamlConfig):
     moe_act: str = "relu"
     aux_loss_alpha: float = 0.0
     # Norms, sparse convolution, official quirks
+    stem_kernel: int = 5  # PTv3's stem convolution; 3 costs a fifth on a large cloud (the edge config)
     use_layer_norm: bool = False
     conv_backend: str = "auto"
     pool_shuffle_orders: bool = True
@@ -550,13 +551,13 @@ class SerializedUnpooling(nn.Module):
 
 
 class Embedding(nn.Module):
-    """Stem: SubMConv3d(k=5, no bias) -> BatchNorm (or LayerNorm) -> GELU."""
+    """Stem: SubMConv3d(k=5 in PTv3, no bias) -> BatchNorm (or LayerNorm) -> GELU."""
 
     def __init__(self, in_channels: int, embed_channels: int, norm_layer=batch_norm,
-                 conv_backend: str = "auto"):
+                 conv_backend: str = "auto", kernel_size: int = 5):
         super().__init__()
         self.stem = nn.ModuleDict(dict(
-            conv=SubMConv3d(in_channels, embed_channels, 5, bias=False, backend=conv_backend),
+            conv=SubMConv3d(in_channels, embed_channels, kernel_size, bias=False, backend=conv_backend),
             norm=norm_layer(embed_channels),
             act=nn.GELU(),
         ))
@@ -633,7 +634,7 @@ class PointTransformerMoE(nn.Module):
                 c.moe_layers is None or layer_idx in c.moe_layers)
             return apply and use_proj_moe, apply and use_mlp_moe
 
-        self.embedding = Embedding(c.in_channels, c.enc_channels[0], norm_layer, c.conv_backend)
+        self.embedding = Embedding(c.in_channels, c.enc_channels[0], norm_layer, c.conv_backend, c.stem_kernel)
 
         num_stages = len(c.enc_depths)
         enc_dp = torch.linspace(0, c.drop_path, sum(c.enc_depths)).tolist()

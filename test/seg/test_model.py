@@ -83,6 +83,8 @@ def test_parameter_counts_of_the_presets():
     assert base["total"] == base["active"] and 45e6 < base["total"] < 47e6  # PTv3-base: 46.2M
     tiny = count_parameters(PointMoESegmentor(load_config("tiny")))
     assert tiny["active"] < tiny["total"] < 5e6
+    edge = count_parameters(PointMoESegmentor(load_config("edge")))
+    assert edge["active"] < edge["total"] < 0.6e6  # top-1 of 4 experts: 3 idle per layer
 
 
 # ---- forward / backward --------------------------------------------------------------------
@@ -113,6 +115,23 @@ def test_tiny_trains_on_a_synthetic_indoor_batch(make_room):
     optimizer.step()
     optimizer.zero_grad()
     assert loss_now()[0] < loss  # one AdamW step on the same batch lowers the loss
+
+
+def test_edge_runs_no_block_at_full_resolution_and_trains(make_room):
+    config = load_config("edge")
+    torch.manual_seed(0)
+    model = PointMoESegmentor(config).train()
+    model.head.set_class_embedding(torch.randn(8, 384))
+    assert model.backbone.enc["enc0"].num_blocks == 0 and model.backbone.dec["dec0"].num_blocks == 0
+    data, label = batch_from([make_room(3000, 0), make_room(2000, 1)], config.input.feat_keys, 0.02)
+    logits = model(data)
+    assert logits.shape == (len(label), 8)  # labels for every voxel, though the blocks see 4^3 cells
+    (F.cross_entropy(logits, label) + model.backbone.aux_loss()).backward()
+    for name in ("backbone.embedding.stem.conv.weight", "backbone.enc.enc1.down.proj.weight",
+                 "backbone.enc.enc1.block0.attn.proj.gate.weight", "backbone.dec.dec0.up.proj_skip.0.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert model.get_parameter("backbone.embedding.stem.conv.weight").shape[1:4] == (3, 3, 3)  # (out, k, k, k, in)
 
 
 def test_tiny_forward_backward_on_a_real_semantickitti_scan(shared_data):
