@@ -1,6 +1,6 @@
 """perception_node's whole callback on a real LiDAR scan: decode, segment, encode, per model size.
 
-    python benchmarks/perception_latency.py [--points 120000] [--configs tiny base L]
+    python benchmarks/perception_latency.py [--points 120000] [--configs tiny edge base L]
         [--backends torch spconv] [--device cpu|cuda] [--threads N] [--repeats 3] [--json]
 
 The scan is SemanticKITTI sequence 00, frame 000000 from ``../shared/data/semantickitti`` (~124k
@@ -69,7 +69,7 @@ def callback_seconds(segmenter: Segmenter, msg, mapping: InputMapping) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=120_000)
-    parser.add_argument("--configs", nargs="+", default=["tiny", "base", "L"])
+    parser.add_argument("--configs", nargs="+", default=["tiny", "edge", "base", "L"])
     parser.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=("torch", "spconv"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -164,7 +164,9 @@ class PerceptionNode(LifecycleNode):
                                 class_colors_rgb=fields["class_colors_rgb"].tobytes(),
                                 class_point_counts=fields["class_point_counts"].tolist(),
                                 inference_time=fields["inference_time"], points_in=fields["points_in"],
-                                points_dropped=fields["points_dropped"], warnings=fields["warnings"])
+                                points_dropped=fields["points_dropped"], warnings=fields["warnings"],
+                                sparse_conv_backend=fields["sparse_conv_backend"],
+                                attention_backend=fields["attention_backend"])
 
 
 def _number_or_auto(value: str | float) -> float | str:

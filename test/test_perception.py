@@ -50,6 +50,7 @@ def test_unknown_expert_layer_is_reported(segmenter):
     assert result.experts is None and any("no MoE layer" in w for w in result.summary.warnings)
     fields = info_fields(result.summary)
     assert fields["class_colors_rgb"].shape == (3 * len(fields["class_names"]),)
+    assert fields["sparse_conv_backend"] in ("spconv", "torch") and fields["attention_backend"] == "sdpa"
 
 
 def test_intensity_scaling():

@@ -68,6 +68,7 @@ class SegmentationSummary:
     points_in: int = 0
     points_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
+    kernels: dict[str, str] = field(default_factory=dict)  # SegResult.kernels
 
 
 @dataclass
@@ -154,6 +155,7 @@ def segment_cloud(cloud: PointCloud, segmenter, mapping: InputMapping | None = N
         points_in=points_in,
         points_dropped=points_in - int(keep.sum()),
         warnings=warnings,
+        kernels=dict(result.kernels),
     )
     return PerceptionResult(segmented, experts, summary)
 
@@ -168,4 +170,6 @@ def info_fields(summary: SegmentationSummary) -> dict[str, Any]:
         "points_in": int(summary.points_in),
         "points_dropped": int(summary.points_dropped),
         "warnings": list(summary.warnings),
+        "sparse_conv_backend": summary.kernels.get("sparse_conv", ""),
+        "attention_backend": summary.kernels.get("attention", ""),
     }

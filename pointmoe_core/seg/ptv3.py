@@ -687,6 +687,13 @@ class PointTransformerMoE(nn.Module):
         """Build from the official constructor kwargs (see ``BackboneConfig.from_official_kwargs``)."""
         return cls(BackboneConfig.from_official_kwargs(kwargs, **overrides))
 
+    def kernels(self, device: torch.device | str) -> dict[str, str]:
+        """The kernels a forward on ``device`` runs: ``sparse_conv`` ("spconv" or "torch") and
+        ``attention`` ("flash_attn_varlen" or "sdpa"), so a user sees which fall-back was taken."""
+        conv = sorted({m.backend for m in self.modules() if isinstance(m, SubMConv3d)})
+        flash = self.config.enable_flash and flash_attn is not None and torch.device(device).type == "cuda"
+        return {"sparse_conv": "+".join(conv), "attention": "flash_attn_varlen" if flash else "sdpa"}
+
     @property
     def out_channels(self) -> int:
         c = self.config

@@ -55,6 +55,7 @@ class SegResult:
     experts: dict[str, np.ndarray] | None = None  # MoE layer -> (N,) top-1 expert id, -1 for dropped rows
     warnings: list[str] = field(default_factory=list)
     num_voxels: int = 0  # voxels of the valid points at the model's grid size
+    kernels: dict[str, str] = field(default_factory=dict)  # sparse_conv / attention kernels that ran
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -138,7 +139,8 @@ class Segmenter:
         names, table, columns = self._vocabulary(class_names)
         valid, origin, warnings = _sanitize(coord, parts, max_range)
         result = SegResult(np.full(n, -1, np.int64), np.zeros(n, np.float32), names, valid,
-                           {} if return_experts else None, warnings)
+                           {} if return_experts else None, warnings,
+                           kernels=self.model.backbone.kernels(self.device))
         keep = np.flatnonzero(valid)
         if len(keep) == 0:
             return result

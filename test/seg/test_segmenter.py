@@ -9,6 +9,7 @@ from pointmoe_core.common.text_models import minilm_model_dir
 from pointmoe_core.data.preprocess import center_shift, estimate_normals, grid_sample
 from pointmoe_core.seg import OUTDOOR_INPUT, Segmenter, load_config
 from pointmoe_core.seg.model import TINY_CLASSES, PointMoESegmentor
+from pointmoe_core.seg.sparse_conv import available_backends
 from pointmoe_core.seg.text import TextConfig, TextEncoder
 
 
@@ -64,6 +65,17 @@ def test_empty_and_all_invalid_input(segmenter):
         segmenter.predict(np.zeros((5, 4)))
     with pytest.raises(ValueError, match=r"color must have shape \(5, 3\)"):
         segmenter.predict(np.zeros((5, 3)), color=np.zeros((4, 3)))
+
+
+def test_the_result_names_the_kernels_that_ran(offline_tiny_config, make_room):
+    room = make_room(1500, 0)
+    config = load_config(offline_tiny_config)
+    for backend in ("auto", "torch"):
+        model = PointMoESegmentor(replace(config, backbone=replace(config.backbone, conv_backend=backend)))
+        result = Segmenter(model).predict(room["coord"], room["color"], room["normal"])
+        # auto: spconv where it imports, else our pure-torch convolution; on a CPU never flash-attn
+        expected = available_backends()[-1] if backend == "auto" else "torch"
+        assert result.kernels == {"sparse_conv": expected, "attention": "sdpa"}
 
 
 def test_max_points_subsamples_voxels_and_labels_the_rest(offline_tiny_config, make_room):
