@@ -87,14 +87,12 @@ class LanguageGuidedHead(nn.Module):
         With ``x' = [x, 1]`` and ``W' = [W, b]``: ``f . t = x' . (W'^T t)`` and
         ``|f|^2 = x'^T (W'^T W') x'``, so the work is N x (C+1) x (K + C+1) instead of
         N x C x D_text: the head was the slowest layer of a small model on a large cloud. The
-        norm is summed in float64 where the device has it (on ``mps`` float32), as the Gram form
-        subtracts large terms.
+        norm is summed in float64, as the Gram form subtracts large terms.
         """
         weight = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1)  # (D, C+1)
         extended = torch.cat([feat, feat.new_ones(len(feat), 1)], dim=1)  # (N, C+1)
-        wide = torch.float32 if feat.device.type == "mps" else torch.float64
-        gram = (weight.T.to(wide) @ weight.to(wide))
-        squared_norm = ((extended.to(wide) @ gram) * extended.to(wide)).sum(-1)
+        gram = weight.T.double() @ weight.double()
+        squared_norm = ((extended.double() @ gram) * extended.double()).sum(-1)
         norm = squared_norm.clamp_min(0).sqrt().clamp_min(1e-12)  # F.normalize's eps
         return (extended @ (weight.T @ table.T)) / norm.to(feat.dtype)[:, None]
 
