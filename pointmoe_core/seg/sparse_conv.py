@@ -89,19 +89,22 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     size_y, size_z = int(extent[1]), int(extent[2])
     row_shift = torch.tensor([(dx * size_y + dy) * size_z for dx, dy in rows_xy], device=device)
     query = sorted_keys + row_shift[:, None] - radius  # (rows, n): dz = -radius
-    pos = torch.searchsorted(sorted_keys, query)
+    pos = torch.searchsorted(sorted_keys, query, out_int32=n < 2**31 - kernel_size)
+    # past the last key, positions up to n - 1 + kernel_size read a key no query equals: no clamping
+    padded_keys = torch.cat([sorted_keys, sorted_keys.new_full((kernel_size,), -1)])
     # (row, dz, n): offset j = (row, dz) in the flattened kernel order
-    at = torch.empty(len(rows_xy), kernel_size, n, dtype=torch.long, device=device)
+    at = torch.empty(len(rows_xy), kernel_size, n, dtype=pos.dtype, device=device)
     hit = torch.empty(len(rows_xy), kernel_size, n, dtype=torch.bool, device=device)
     for step in range(kernel_size):
         if step:  # keys are distinct integers: the first key >= q + 1 follows the first >= q iff that one is q
-            pos += hit[:, step - 1]
+            torch.add(at[:, step - 1], hit[:, step - 1], out=at[:, step])
             query += 1
-        torch.clamp(pos, max=n - 1, out=at[:, step])
-        torch.eq(sorted_keys[at[:, step]], query, out=hit[:, step])
+        else:
+            at[:, 0] = pos
+        torch.eq(padded_keys[at[:, step]], query, out=hit[:, step])
     at, hit = at.reshape(-1, n)[:centre], hit.reshape(-1, n)[:centre]
     offset, sorted_row = hit.nonzero(as_tuple=True)
-    counts = hit.sum(1).tolist()
+    counts = torch.bincount(offset, minlength=centre).tolist()
     rows = order[sorted_row].split(counts)
     cols = order[at[offset, sorted_row]].split(counts)
     for j in range(centre):
