@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,7 +90,7 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     size_y, size_z = int(extent[1]), int(extent[2])
     row_shift = torch.tensor([(dx * size_y + dy) * size_z for dx, dy in rows_xy], device=device)
     query = sorted_keys + row_shift[:, None] - radius  # (rows, n): dz = -radius
-    pos = torch.searchsorted(sorted_keys, query, out_int32=n < 2**31 - kernel_size)
+    pos = _search_sorted(sorted_keys, query, int32=n < 2**31 - kernel_size)
     # past the last key, positions up to n - 1 + kernel_size read a key no query equals: no clamping
     padded_keys = torch.cat([sorted_keys, sorted_keys.new_full((kernel_size,), -1)])
     # (row, dz, n): offset j = (row, dz) in the flattened kernel order
@@ -112,6 +113,15 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
         out_idx[j], in_idx[j] = rows[j], cols[j]
         out_idx[num_offsets - 1 - j], in_idx[num_offsets - 1 - j] = cols[j], rows[j]
     return NeighbourMap(n, kernel_size, out_idx, in_idx)
+
+
+def _search_sorted(sorted_keys: torch.Tensor, query: torch.Tensor, int32: bool) -> torch.Tensor:
+    """``torch.searchsorted`` for queries sorted along their last dim. On a CPU NumPy's does it in
+    half the time: it starts each search from the previous result when the queries increase."""
+    if sorted_keys.device.type != "cpu":
+        return torch.searchsorted(sorted_keys, query, out_int32=int32)
+    found = np.searchsorted(sorted_keys.numpy(), query.numpy().ravel()).reshape(query.shape)
+    return torch.from_numpy(found.astype(np.int32) if int32 else found)
 
 
 def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap) -> torch.Tensor:
