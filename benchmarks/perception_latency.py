@@ -1,7 +1,8 @@
 """perception_node's whole callback on a real LiDAR scan: decode, segment, encode, per model size.
 
     python benchmarks/perception_latency.py [--points 120000] [--configs tiny edge base L]
-        [--backends torch spconv] [--device cpu|cuda] [--threads N] [--repeats 3] [--json]
+        [--backends torch spconv] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+        [--threads N] [--repeats 3] [--json]
 
 The scan is SemanticKITTI sequence 00, frame 000000 from ``../shared/data/semantickitti`` (~124k
 points), cut or tiled to ``--points``. Each step is what ``perception_node`` does with a
@@ -42,13 +43,13 @@ def scan_message(points: int):
                           ("velodyne", 0.0), msg_class="rosbags")
 
 
-def segmenter_for(config: str, backend: str, device: str) -> Segmenter:
+def segmenter_for(config: str, backend: str, device: str, dtype: str = "float32") -> Segmenter:
     preset = load_config(config)
     preset = dataclasses.replace(preset, backbone=dataclasses.replace(preset.backbone, conv_backend=backend))
     torch.manual_seed(0)
     model = PointMoESegmentor(preset)
     model.head.set_class_embedding(torch.randn(len(preset.class_names), preset.head.text_dim))
-    return Segmenter(model, device=device, input=OUTDOOR_INPUT)
+    return Segmenter(model, device=device, input=OUTDOOR_INPUT, dtype=dtype)
 
 
 def callback_seconds(segmenter: Segmenter, msg, mapping: InputMapping) -> dict[str, float]:
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tiny", "edge", "base", "L"])
     parser.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=("torch", "spconv"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="autocast dtype of the forward (Segmenter dtype)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
@@ -84,15 +87,17 @@ def main() -> None:
     skipped = sorted(set(args.backends) - set(backends))
     device = torch.device(args.device)
     machine = dict(cpu=cpu_model(), torch=torch.__version__, torch_threads=torch.get_num_threads(), device=str(device),
+                   dtype=args.dtype,
                    gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     print(f"{machine['gpu'] or machine['cpu']}, torch {machine['torch']} ({machine['torch_threads']} threads), "
-          f"{args.points} points" + (f"; not installed: {', '.join(skipped)}" if skipped else ""), flush=True)
+          f"{args.points} points, {args.dtype}" + (f"; not installed: {', '.join(skipped)}" if skipped else ""),
+          flush=True)
     msg = scan_message(args.points)
     mapping = InputMapping(use_rgb=False, use_normals=False)
     rows = []
     for config in args.configs:
         for backend in backends:
-            segmenter = segmenter_for(config, backend, args.device)
+            segmenter = segmenter_for(config, backend, args.device, args.dtype)
             callback_seconds(segmenter, msg, mapping)  # warm-up
             runs = [callback_seconds(segmenter, msg, mapping) for _ in range(args.repeats)]
             row = {"config": config, "backend": backend,

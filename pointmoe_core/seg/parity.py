@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .ptv3 import PointTransformerMoE
+from .segmenter import AUTOCAST_DTYPES
 from .structure import Point
 
 INPUT_KEYS = ("coord", "grid_coord", "feat", "offset", "grid_size")
@@ -47,7 +48,7 @@ def find_fixture(fixture_dir: str | Path) -> dict[str, Path]:
 
 
 def _max_abs(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
-    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    a = a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     if a.shape != b.shape:
         return float("inf")
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
@@ -74,12 +75,14 @@ def run_parity(
     conv_backend: str = "auto",
     tol: float = 1e-4,
     device: str = "cpu",
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Rebuild the official backbone from a fixture and compare outputs and intermediates.
 
     Returns a JSON-able dict: ``max_abs_diff`` (of ``out_feat``), ``passed``, ``arrays`` (one
     entry per compared array: ``max_abs_diff`` or ``mismatch``/``total``), the backend used,
-    the number of weights loaded and the wall time.
+    the number of weights loaded and the wall time. ``dtype`` "bfloat16" / "float16" runs the
+    forward under ``torch.autocast`` to measure the error of reduced precision (float32 weights).
     """
     files = find_fixture(fixture_dir)
     meta = json.loads(files["meta"].read_text())
@@ -121,7 +124,9 @@ def run_parity(
     torch.set_num_threads(1)  # the fixture was made single-threaded (spconv CPU races otherwise)
     t0 = time.perf_counter()
     try:
-        with torch.no_grad():
+        autocast = AUTOCAST_DTYPES[dtype]
+        with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=autocast or torch.bfloat16,
+                                             enabled=autocast is not None):
             torch.manual_seed(0)  # the official pooling draws its order shuffles from here
             out = model(data, pool_order_perms=perms)
     finally:
@@ -151,7 +156,7 @@ def run_parity(
     if "enc0_block0_topk_weight" in io and "enc.enc0.block0" in routing:
         layer = next(m for n, m in model.moe_layers().items() if n.startswith("enc.enc0.block0."))
         ours_idx = routing["enc.enc0.block0"].cpu().numpy()
-        ours_w = layer.last_stats.topk_weight.cpu().numpy()
+        ours_w = layer.last_stats.topk_weight.float().cpu().numpy()
         ref_idx, ref_w = io["enc0_block0_topk"], io["enc0_block0_topk_weight"]
         # compare weights in expert-id order, since the official top-k is unsorted
         ours_w = np.take_along_axis(ours_w, np.argsort(ours_idx, 1), 1)
@@ -169,7 +174,7 @@ def run_parity(
         ours_key = _grid_keys(captured["enc_out_grid_coord"].cpu().numpy())
         ref_key = _grid_keys(io["enc_out_grid_coord"])
         if ours_key.shape == ref_key.shape and np.array_equal(np.sort(ours_key), np.sort(ref_key)):
-            ours_feat = captured["enc_out_feat"].cpu().numpy()[np.argsort(ours_key)]
+            ours_feat = captured["enc_out_feat"].float().cpu().numpy()[np.argsort(ours_key)]
             ref_feat = io["enc_out_feat"][np.argsort(ref_key)]
             arrays["enc_out_feat"] = dict(max_abs_diff=_max_abs(ours_feat, ref_feat))
         else:
@@ -179,6 +184,7 @@ def run_parity(
         fixture=str(Path(fixture_dir)),
         conv_backend=model.embedding.stem["conv"].backend,
         device=str(device),
+        dtype=dtype,
         tol=tol,
         max_abs_diff=out_diff,
         passed=bool(out_diff <= tol),

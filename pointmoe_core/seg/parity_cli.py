@@ -16,9 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conv-backend", default="auto", choices=("auto", "torch", "spconv"))
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="autocast dtype of the forward (float32 weights)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result = run_parity(args.fixture, conv_backend=args.conv_backend, tol=args.tol, device=args.device)
+    result = run_parity(args.fixture, conv_backend=args.conv_backend, tol=args.tol, device=args.device,
+                        dtype=args.dtype)
     print("\n".join(format_report(result)))
     return {"ok": result["passed"], **result}

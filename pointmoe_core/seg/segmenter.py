@@ -19,7 +19,9 @@ every input point. The steps follow Pointcept's ``SemSegTester`` and the officia
 4. above ``max_points`` voxels a seeded random subset of ``max_points`` voxels runs, and every other
    voxel takes the prediction of its nearest voxel that ran (a warning says so);
 5. the backbone's serialization-order shuffles (which the official code does in eval too) draw
-   from a generator seeded with ``seed``, so the same input gives the same output.
+   from a generator seeded with ``seed``, so the same input gives the same output;
+6. ``dtype="bfloat16"`` or ``"float16"`` runs the forward under ``torch.autocast`` (for GPUs; the
+   error against float32 is in benchmarks/RESULTS.md), ``"float32"`` (default) plainly.
 
 ``class_names`` chooses the vocabulary per call: names in the model's class table use its stored
 embeddings, new names are encoded by the ``TextEncoder`` of the config's text source.
@@ -42,6 +44,10 @@ from .serialization import MAX_DEPTH
 from .text import TextEncoder
 
 ArrayLike = Any  # numpy array, torch tensor or nested sequence
+
+
+# Segmenter(dtype=...): the autocast dtype of the forward (None: plain float32)
+AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -75,9 +81,14 @@ class Segmenter:
         normal_radius: float = 0.1,
         normal_max_nn: int = 30,
         input: InputConfig | None = None,
+        dtype: str = "float32",
     ) -> None:
         if max_points < 1 or max_fragments < 1:
             raise ValueError("max_points and max_fragments must be at least 1")
+        if dtype not in AUTOCAST_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(AUTOCAST_DTYPES)}, got {dtype!r}")
+        # float32 weights either way; bfloat16 / float16 run the forward under torch.autocast
+        self.autocast_dtype = AUTOCAST_DTYPES[dtype]
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config: SegmentorConfig = model.config
@@ -298,7 +309,9 @@ class Segmenter:
             grid_size=self.input.grid_size,
         )
         generator = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
+        autocast = torch.autocast(device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                  enabled=self.autocast_dtype is not None)
+        with torch.no_grad(), autocast:
             output = self.model(data, text_embedding=table, generator=generator, return_routing=want_experts)
         logits, routing = output if want_experts else (output, None)
         if columns is not None:

@@ -277,7 +277,11 @@ class SubMConv3d(nn.Module):
             rulebook = self._cached(cache, ("spconv_subm", self.kernel_size), feat.shape[0],
                                     lambda: build_spconv_rulebook(grid_coord, batch, self.kernel_size))
             _patch_spconv_streams_for_cpu()
-            out = _SpconvSubMConv.apply(feat, self.weight, rulebook.indice_pairs, rulebook.indice_pair_num)
+            cpu = feat.device.type == "cpu"
+            # spconv's CPU kernels want one dtype and no half floats: autocast stays outside them
+            with torch.autocast("cpu", enabled=False) if cpu else contextlib.nullcontext():
+                out = _SpconvSubMConv.apply(feat.to(self.weight.dtype) if cpu else feat, self.weight,
+                                            rulebook.indice_pairs, rulebook.indice_pair_num)
         else:
             nmap = self._cached(cache, ("subm", self.kernel_size), feat.shape[0],
                                 lambda: build_neighbour_map(grid_coord, batch, self.kernel_size))

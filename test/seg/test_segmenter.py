@@ -78,6 +78,16 @@ def test_the_result_names_the_kernels_that_ran(offline_tiny_config, make_room):
         assert result.kernels == {"sparse_conv": expected, "attention": "sdpa"}
 
 
+def test_reduced_precision_keeps_nearly_every_label(segmenter, make_room):
+    room = make_room(3000, 2)
+    full = segmenter.predict(room["coord"], room["color"], room["normal"])
+    half = Segmenter(segmenter.model, dtype="bfloat16", text_encoder=segmenter.text_encoder)
+    reduced = half.predict(room["coord"], room["color"], room["normal"])
+    assert reduced.scores.dtype == np.float32 and (reduced.labels == full.labels).mean() > 0.95
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Segmenter(segmenter.model, dtype="int8", text_encoder=segmenter.text_encoder)
+
+
 def test_max_points_subsamples_voxels_and_labels_the_rest(offline_tiny_config, make_room):
     room = make_room(3000, 1)
     capped = Segmenter.from_config(offline_tiny_config, max_points=400)
