@@ -45,6 +45,7 @@ class PerceptionNode(LifecycleNode):
         self.declare_parameter("checkpoint", "")
         self.declare_parameter("model_config", "")
         self.declare_parameter("device", "auto")
+        self.declare_parameter("dtype", "float32")
         self.declare_parameter("torch_threads", 0)
         self.declare_parameter("class_names", [""])
         self.declare_parameter("max_points", 200_000)
@@ -92,7 +93,7 @@ class PerceptionNode(LifecycleNode):
         from pointmoe_core.seg.segmenter import Segmenter
 
         device = torch_device(self)
-        options = {"max_points": int(self.parameter("max_points"))}
+        options = {"max_points": int(self.parameter("max_points")), "dtype": self.parameter("dtype")}
         # empty: the checkpoint's own config; set, it overrides (an official checkpoint needs it)
         model_config = self.parameter("model_config") or None
         if self.parameter("checkpoint"):
