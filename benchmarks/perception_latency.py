@@ -30,6 +30,7 @@ from machine import cpu_model
 from pointmoe_core.io import PointCloud, cloud_from_msg, msg_from_cloud, read_kitti_bin
 from pointmoe_core.seg import OUTDOOR_INPUT, PointMoESegmentor, Segmenter, load_config
 from pointmoe_core.seg.perception import InputMapping, segment_cloud
+from pointmoe_core.seg.segmenter import AUTOCAST_DTYPES
 
 SCAN = Path(__file__).resolve().parents[2] / "shared/data/semantickitti/sequences/00/velodyne/000000.bin"
 STAGES = ("decode", "segment", "encode")
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tiny", "edge", "base", "L"])
     parser.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=("torch", "spconv"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+    parser.add_argument("--dtype", default="float32", choices=sorted(AUTOCAST_DTYPES),
                         help="autocast dtype of the forward (Segmenter dtype)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3)

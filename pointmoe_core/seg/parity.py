@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .ptv3 import PointTransformerMoE
-from .segmenter import AUTOCAST_DTYPES
+from .segmenter import autocast_to
 from .structure import Point
 
 INPUT_KEYS = ("coord", "grid_coord", "feat", "offset", "grid_size")
@@ -124,9 +124,7 @@ def run_parity(
     torch.set_num_threads(1)  # the fixture was made single-threaded (spconv CPU races otherwise)
     t0 = time.perf_counter()
     try:
-        autocast = AUTOCAST_DTYPES[dtype]
-        with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=autocast or torch.bfloat16,
-                                             enabled=autocast is not None):
+        with torch.no_grad(), autocast_to(device, dtype):
             torch.manual_seed(0)  # the official pooling draws its order shuffles from here
             out = model(data, pool_order_perms=perms)
     finally:

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from .parity import format_report, run_parity
+from .segmenter import AUTOCAST_DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conv-backend", default="auto", choices=("auto", "torch", "spconv"))
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+    parser.add_argument("--dtype", default="float32", choices=sorted(AUTOCAST_DTYPES),
                         help="autocast dtype of the forward (float32 weights)")
 
 

@@ -28,6 +28,7 @@ embeddings, new names are encoded by the ``TextEncoder`` of the config's text so
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,6 +49,12 @@ ArrayLike = Any  # numpy array, torch tensor or nested sequence
 
 # Segmenter(dtype=...): the autocast dtype of the forward (None: plain float32)
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_to(device: torch.device | str, dtype: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``AUTOCAST_DTYPES[dtype]`` on ``device``; no context for float32."""
+    target = AUTOCAST_DTYPES[dtype]
+    return contextlib.nullcontext() if target is None else torch.autocast(torch.device(device).type, dtype=target)
 
 
 @dataclass
@@ -87,8 +94,7 @@ class Segmenter:
             raise ValueError("max_points and max_fragments must be at least 1")
         if dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(AUTOCAST_DTYPES)}, got {dtype!r}")
-        # float32 weights either way; bfloat16 / float16 run the forward under torch.autocast
-        self.autocast_dtype = AUTOCAST_DTYPES[dtype]
+        self.dtype = dtype  # float32 weights either way; bfloat16 / float16 run the forward under autocast
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config: SegmentorConfig = model.config
@@ -309,9 +315,7 @@ class Segmenter:
             grid_size=self.input.grid_size,
         )
         generator = torch.Generator().manual_seed(self.seed)
-        autocast = torch.autocast(device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                                  enabled=self.autocast_dtype is not None)
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast_to(device, self.dtype):
             output = self.model(data, text_embedding=table, generator=generator, return_routing=want_experts)
         logits, routing = output if want_experts else (output, None)
         if columns is not None:
