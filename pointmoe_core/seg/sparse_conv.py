@@ -3,7 +3,7 @@
 PTv3 calls spconv's ``SubMConv3d``: a 3D convolution evaluated only at the active voxels, whose
 output sites are exactly the input sites. Two backends compute the same thing:
 
-* ``"torch"``: a hashed neighbour map (sorted voxel keys + ``torch.searchsorted``) and one
+* ``"torch"``: a neighbour map by binary search in the sorted voxel keys and one
   gather-matmul-scatter per kernel offset. Runs anywhere torch runs, supports autograd.
 * ``"spconv"``: spconv 2.x's native rulebook kernels, used when ``spconv.pytorch`` imports.
 
