@@ -359,8 +359,9 @@ def footprint(xyz: np.ndarray, top_layer: float = 0.01) -> tuple[np.ndarray, flo
     xyz = np.asarray(xyz, dtype=np.float64)
     xy = xyz[xyz[:, 2] >= xyz[:, 2].max() - top_layer, :2]
     yaw = square_yaw(xy)
-    turned = xy @ _box_frame(yaw)
-    return ((turned.min(0) + turned.max(0)) / 2) @ _box_frame(yaw).T, yaw
+    frame = _box_frame(yaw)
+    turned = xy @ frame
+    return ((turned.min(0) + turned.max(0)) / 2) @ frame.T, yaw
 
 
 def object_points(xyz: np.ndarray, rgb: np.ndarray, instance_ids: np.ndarray, instance: int,

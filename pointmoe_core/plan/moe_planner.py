@@ -503,18 +503,16 @@ class MoEPlanner(nn.Module):
         embeddings and norms stay float32, so a token's experts barely move. torch marks this eager
         API deprecated in favour of torchao, which is not a dependency here; it is in the torch this
         package pins."""
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
         if self.device.type != "cpu":
             raise ValueError(f"an int8 LLM plans on a CPU only, not on {self.device}")
-        quantize = getattr(getattr(torch, "ao", None), "quantization", None)
-        if quantize is None or not hasattr(quantize, "quantize_dynamic"):
-            raise ValueError(f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic: "
-                             "use llm_dtype float32 or bfloat16")
         # the projections peft wraps (merged into them for planning): q/k/v/o and the experts' MLPs
-        projections = {name: quantize.per_channel_dynamic_qconfig for name, module in self.llm.named_modules()
+        projections = {name: per_channel_dynamic_qconfig for name, module in self.llm.named_modules()
                        if isinstance(module, nn.Linear) and name.endswith("base_layer")}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(deprecated|quantized tensor creation).*")
-            quantize.quantize_dynamic(self.llm, projections, inplace=True)
+            quantize_dynamic(self.llm, projections, inplace=True)
         self._prefix = None
         return self
 

@@ -97,6 +97,7 @@ class Segmenter:
         self.dtype = dtype  # float32 weights either way; bfloat16 / float16 run the forward under autocast
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.kernels = self.model.backbone.kernels(self.device)  # what every forward runs: fixed here
         self.config: SegmentorConfig = model.config
         # e.g. OUTDOOR_INPUT for LiDAR scans through the indoor+outdoor Point-MoE-L
         self.input = input or self.config.input
@@ -157,7 +158,7 @@ class Segmenter:
         valid, origin, warnings = _sanitize(coord, parts, max_range)
         result = SegResult(np.full(n, -1, np.int64), np.zeros(n, np.float32), names, valid,
                            {} if return_experts else None, warnings,
-                           kernels=self.model.backbone.kernels(self.device))
+                           kernels=dict(self.kernels))
         keep = np.flatnonzero(valid)
         if len(keep) == 0:
             return result
