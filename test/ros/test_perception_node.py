@@ -15,14 +15,6 @@ CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
 TUM_CAMERA = dict(fx=525.0, fy=525.0, cx=319.5, cy=239.5, depth_scale=5000.0)
 
 
-def _call(rclpy, node, client, request, seconds=60):
-    assert client.wait_for_service(timeout_sec=30), f"service {client.srv_name} not available"
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=seconds)
-    assert future.done(), f"no answer from {client.srv_name}"
-    return future.result()
-
-
 def _wire_to_perception_node(node):
     """Collect the node's segmented clouds and info messages; return them and an input publisher."""
     from rclpy.qos import qos_profile_sensor_data
@@ -48,9 +40,8 @@ def _publish_until(rclpy, node, publisher, msg, condition, what: str, seconds: f
     assert condition(), f"no answer for {what}"
 
 
-def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, shared_data, tmp_path):
+def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, services, shared_data, tmp_path):
     rclpy = rclpy_context
-    from lifecycle_msgs.srv import ChangeState
     from rcl_interfaces.srv import GetParameters
     from sensor_msgs.msg import PointCloud2
 
@@ -63,16 +54,13 @@ def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, shared
     node = rclpy.create_node("perception_node_test")
     try:
         segmented, infos, publisher = _wire_to_perception_node(node)
-        change = node.create_client(ChangeState, "/perception_node/change_state")
         get_params = node.create_client(GetParameters, "/perception_node/get_parameters")
 
-        answer = _call(rclpy, node, get_params, GetParameters.Request(names=["intensity_scale", "max_points"]))
+        answer = services(node).call(get_params, GetParameters.Request(names=["intensity_scale", "max_points"]))
         assert [v.string_value for v in answer.values[:1]] == ["1.0"]  # the params file is honoured
         assert answer.values[1].integer_value == 200_000
         for transition in (CONFIGURE, ACTIVATE):
-            request = ChangeState.Request()
-            request.transition.id = transition
-            assert _call(rclpy, node, change, request).success
+            assert services(node).change_state("perception_node", transition)
 
         scan = read_kitti_bin(shared_data / "semantickitti/sequences/00/velodyne/000000.bin")[::8]
         good = msg_from_cloud(scan, ("velodyne", 1.0), msg_class=PointCloud2)
@@ -97,9 +85,7 @@ def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, shared
         publish_until(lambda: segmented, good, "the next good scan after a bad one")
 
         for transition in (DEACTIVATE, CLEANUP):
-            request = ChangeState.Request()
-            request.transition.id = transition
-            assert _call(rclpy, node, change, request).success
+            assert services(node).change_state("perception_node", transition)
     finally:
         node.destroy_node()
         node_process.terminate()

@@ -148,11 +148,12 @@ def test_hostile_messages_never_kill_the_node(ros_install, rclpy_context, tmp_pa
     assert "seg_default.safetensors" in log_text  # the shipped checkpoint, found through the share
 
 
-def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install, rclpy_context, tmp_path):
+def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install, rclpy_context, services,
+                                                                    tmp_path):
     """A checkpoint that does not load: the node says why, stays up unconfigured, and configures once the
     parameter is fixed (the README's `model_config` override of a checkpoint that carries its own)."""
     rclpy = rclpy_context
-    from lifecycle_msgs.srv import ChangeState, GetState
+    from lifecycle_msgs.srv import GetState
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
@@ -164,13 +165,7 @@ def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install
              "-p", "autostart:=true", "-p", "device:=cpu", "-p", f"checkpoint:={shipped}", "-p", "model_config:=tiny"],
             stdout=log, stderr=subprocess.STDOUT)
     node = rclpy.create_node("perception_node_configure_test")
-
-    def call(client, request):
-        assert client.wait_for_service(timeout_sec=60), client.srv_name
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=120)
-        assert future.done(), client.srv_name
-        return future.result()
+    call = services(node).call
 
     try:
         get_state = node.create_client(GetState, "/unfit_node/get_state")
@@ -183,9 +178,7 @@ def test_a_failed_configure_leaves_the_node_unconfigured_and_serving(ros_install
                           value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=""))
         assert call(node.create_client(SetParameters, "/unfit_node/set_parameters"),
                     SetParameters.Request(parameters=[fixed])).results[0].successful
-        configure = ChangeState.Request()
-        configure.transition.id = 1
-        assert call(node.create_client(ChangeState, "/unfit_node/change_state"), configure).success
+        assert services(node).change_state("unfit_node", 1)  # configure
         assert call(get_state, GetState.Request()).current_state.label == "inactive"
     finally:
         node.destroy_node()
