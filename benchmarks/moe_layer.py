@@ -51,13 +51,15 @@ def per_token_loop(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def bench_device(device: torch.device, dim: int, num_experts: int, top_k: int, tokens: int,
+def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts: int, top_k: int, tokens: int,
                  loop_tokens: int, repeats: int) -> dict:
     torch.manual_seed(0)
-    moe = SparseMoE(dim, num_experts=num_experts, top_k=top_k).to(device)
-    dense = GatedExpert(dim, top_k * 2 * dim).to(device)
-    x = torch.randn(tokens, dim, device=device)
+    moe = SparseMoE(dim, num_experts=num_experts, top_k=top_k).to(device, dtype)
+    dense = GatedExpert(dim, top_k * 2 * dim).to(device, dtype)
+    x = torch.randn(tokens, dim, device=device, dtype=dtype)
     x_loop = x[:loop_tokens]
+    # the expert loop everywhere; grouped GEMMs where torch has them on a GPU (a CPU runs them as a loop)
+    dispatches = ["loop"] + (["grouped"] if device.type == "cuda" and hasattr(torch, "_grouped_mm") else [])
 
     def forward(module: torch.nn.Module, inp: torch.Tensor) -> Callable[[], object]:
         def run() -> object:
@@ -72,7 +74,7 @@ def bench_device(device: torch.device, dim: int, num_experts: int, top_k: int, t
         def run() -> object:
             module.train()
             module.zero_grad(set_to_none=True)
-            module(inp).square().mean().backward()
+            module(inp).float().square().mean().backward()
         return run
 
     def loop() -> object:
@@ -81,35 +83,45 @@ def bench_device(device: torch.device, dim: int, num_experts: int, top_k: int, t
 
     result = {
         "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
         "moe": f"SparseMoE E={num_experts} top-{top_k} hidden {2 * dim}",
         "dense": f"dense gated MLP hidden {top_k * 2 * dim}",
         "tokens": tokens,
-        "moe_fwd_s": median_seconds(forward(moe, x), device, repeats),
         "dense_fwd_s": median_seconds(forward(dense, x), device, repeats),
-        "moe_fwd_bwd_s": median_seconds(forward_backward(moe), device, repeats),
         "dense_fwd_bwd_s": median_seconds(forward_backward(dense), device, repeats),
+        "dispatch": {},
         "loop_tokens": loop_tokens,
         "loop_fwd_s": median_seconds(loop, device, max(1, repeats // 3), warmup=1),
     }
-    result["moe_fwd_us_per_token"] = 1e6 * result["moe_fwd_s"] / tokens
+    for dispatch in dispatches:
+        moe.dispatch = dispatch
+        fwd = median_seconds(forward(moe, x), device, repeats)
+        fwd_bwd = median_seconds(forward_backward(moe), device, repeats)
+        result["dispatch"][dispatch] = {
+            "moe_fwd_s": fwd, "moe_fwd_bwd_s": fwd_bwd, "moe_fwd_us_per_token": 1e6 * fwd / tokens,
+            "moe_over_dense_fwd": fwd / result["dense_fwd_s"],
+            "moe_over_dense_fwd_bwd": fwd_bwd / result["dense_fwd_bwd_s"]}
+    moe.dispatch = "auto"
+    result["auto_dispatch"] = moe.dispatch_kernel(device, dtype)
     result["loop_fwd_us_per_token"] = 1e6 * result["loop_fwd_s"] / loop_tokens
-    result["moe_over_dense_fwd"] = result["moe_fwd_s"] / result["dense_fwd_s"]
-    result["moe_over_dense_fwd_bwd"] = result["moe_fwd_bwd_s"] / result["dense_fwd_bwd_s"]
-    result["loop_over_moe_per_token"] = result["loop_fwd_us_per_token"] / result["moe_fwd_us_per_token"]
+    fastest = min(result["dispatch"].values(), key=lambda d: d["moe_fwd_s"])
+    result["loop_over_moe_per_token"] = result["loop_fwd_us_per_token"] / fastest["moe_fwd_us_per_token"]
     return result
 
 
 def print_table(r: dict) -> None:
     ms = lambda s: f"{1e3 * s:9.2f}"  # noqa: E731
-    print(f"\n[{r['device']}]  N={r['tokens']} tokens (loop: {r['loop_tokens']} tokens)")
-    print(f"{'':34}{'fwd ms':>9}  {'fwd+bwd ms':>10}  {'fwd us/token':>12}")
-    print(f"{r['moe']:34}{ms(r['moe_fwd_s'])}  {ms(r['moe_fwd_bwd_s']):>10}  "
-          f"{r['moe_fwd_us_per_token']:12.3f}")
-    print(f"{r['dense']:34}{ms(r['dense_fwd_s'])}  {ms(r['dense_fwd_bwd_s']):>10}  "
+    print(f"\n[{r['device']}, {r['dtype']}]  N={r['tokens']} tokens (loop: {r['loop_tokens']} tokens); "
+          f"auto dispatch: {r['auto_dispatch']}")
+    print(f"{'':44}{'fwd ms':>9}  {'fwd+bwd ms':>10}  {'fwd us/token':>12}  {'MoE/dense fwd, fwd+bwd':>22}")
+    for dispatch, d in r["dispatch"].items():
+        print(f"{r['moe'] + ', ' + dispatch:44}{ms(d['moe_fwd_s'])}  {ms(d['moe_fwd_bwd_s']):>10}  "
+              f"{d['moe_fwd_us_per_token']:12.3f}  "
+              f"{d['moe_over_dense_fwd']:10.2f}x {d['moe_over_dense_fwd_bwd']:9.2f}x")
+    print(f"{r['dense']:44}{ms(r['dense_fwd_s'])}  {ms(r['dense_fwd_bwd_s']):>10}  "
           f"{1e6 * r['dense_fwd_s'] / r['tokens']:12.3f}")
-    print(f"{'per-token loop (fwd only)':34}{'':9}  {'':>10}  {r['loop_fwd_us_per_token']:12.3f}")
-    print(f"ratios: MoE/dense fwd {r['moe_over_dense_fwd']:.2f}x, fwd+bwd {r['moe_over_dense_fwd_bwd']:.2f}x; "
-          f"per-token loop/MoE per token {r['loop_over_moe_per_token']:.0f}x")
+    print(f"{'per-token loop (fwd only)':44}{'':9}  {'':>10}  {r['loop_fwd_us_per_token']:12.3f}")
+    print(f"per-token loop / fastest MoE dispatch, per token: {r['loop_over_moe_per_token']:.0f}x")
 
 
 def main() -> None:
@@ -120,6 +132,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32768)
     parser.add_argument("--loop-tokens", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights and tokens (bfloat16: the grouped GEMMs' fused kernel on a GPU)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = parser.parse_args()
 
@@ -131,10 +145,11 @@ def main() -> None:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    print(f"SparseMoE C={args.dim} E={args.experts} k={args.top_k}, float32 | {machine}")
+    dtype = getattr(torch, args.dtype)
+    print(f"SparseMoE C={args.dim} E={args.experts} k={args.top_k}, {args.dtype} | {machine}")
     results = []
     for device in devices:
-        r = bench_device(device, args.dim, args.experts, args.top_k, args.tokens, args.loop_tokens, args.repeats)
+        r = bench_device(device, dtype, args.dim, args.experts, args.top_k, args.tokens, args.loop_tokens, args.repeats)
         print_table(r)
         results.append(r)
     if args.json:

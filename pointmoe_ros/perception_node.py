@@ -167,7 +167,8 @@ class PerceptionNode(LifecycleNode):
                                 inference_time=fields["inference_time"], points_in=fields["points_in"],
                                 points_dropped=fields["points_dropped"], warnings=fields["warnings"],
                                 sparse_conv_backend=fields["sparse_conv_backend"],
-                                attention_backend=fields["attention_backend"])
+                                attention_backend=fields["attention_backend"],
+                                moe_dispatch=fields["moe_dispatch"])
 
 
 def _number_or_auto(value: str | float) -> float | str:

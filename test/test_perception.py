@@ -51,6 +51,7 @@ def test_unknown_expert_layer_is_reported(segmenter):
     fields = info_fields(result.summary)
     assert fields["class_colors_rgb"].shape == (3 * len(fields["class_names"]),)
     assert fields["sparse_conv_backend"] in ("spconv", "torch") and fields["attention_backend"] == "sdpa"
+    assert fields["moe_dispatch"] == "loop"  # grouped GEMMs only on CUDA in bfloat16
 
 
 def test_intensity_scaling():

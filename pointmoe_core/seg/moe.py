@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.moe import dispatch_to_experts, load_balance_loss
-
-ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+from ..common.moe import ACTIVATIONS, dispatch_to_experts, grouped_dispatch_supported, load_balance_loss
 
 # The official renormalisation adds this to the denominator; kept for bit-level parity.
 RENORM_EPS = 1e-20
@@ -95,6 +93,7 @@ class SparseMoE(nn.Module):
         self.register_buffer("expert_token_counter", torch.zeros(num_experts, dtype=torch.long))
         self.aux_loss = torch.zeros(())
         self.last_stats: RoutingStats | None = None
+        self.dispatch = "auto"  # or "loop" / "grouped": common.moe.dispatch_to_experts
 
     @property
     def last_topk_idx(self) -> torch.Tensor | None:
@@ -103,6 +102,12 @@ class SparseMoE(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_experts={self.num_experts}, top_k={self.top_k}, "
                 f"aux_loss_alpha={self.aux_loss_alpha}")
+
+    def dispatch_kernel(self, device: torch.device | str, dtype: torch.dtype) -> str:
+        """How a forward of ``dtype`` tokens on ``device`` runs the experts: "grouped_mm" or "loop"."""
+        grouped = self.dispatch == "grouped" or (
+            self.dispatch == "auto" and grouped_dispatch_supported(self.experts, device, dtype))
+        return "grouped_mm" if grouped else "loop"
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router probabilities (N, E) and the top-k (weights, expert ids), each (N, k).
@@ -119,7 +124,7 @@ class SparseMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs, topk_weight, topk_idx = self.route(x)
 
-        out, tokens_per_expert = dispatch_to_experts(x, self.experts, topk_weight, topk_idx)
+        out, tokens_per_expert = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, self.dispatch)
         self._record(probs, topk_weight, topk_idx, tokens_per_expert)
         return out
 

@@ -172,4 +172,5 @@ def info_fields(summary: SegmentationSummary) -> dict[str, Any]:
         "warnings": list(summary.warnings),
         "sparse_conv_backend": summary.kernels.get("sparse_conv", ""),
         "attention_backend": summary.kernels.get("attention", ""),
+        "moe_dispatch": summary.kernels.get("moe_dispatch", ""),
     }

@@ -687,12 +687,16 @@ class PointTransformerMoE(nn.Module):
         """Build from the official constructor kwargs (see ``BackboneConfig.from_official_kwargs``)."""
         return cls(BackboneConfig.from_official_kwargs(kwargs, **overrides))
 
-    def kernels(self, device: torch.device | str) -> dict[str, str]:
-        """The kernels a forward on ``device`` runs: ``sparse_conv`` ("spconv" or "torch") and
-        ``attention`` ("flash_attn_varlen" or "sdpa"), so a user sees which fall-back was taken."""
+    def kernels(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, str]:
+        """The kernels a forward on ``device`` in ``dtype`` (autocast's, else float32) runs:
+        ``sparse_conv`` ("spconv" or "torch"), ``attention`` ("flash_attn_varlen" or "sdpa") and
+        ``moe_dispatch`` ("grouped_mm", "loop", or "none" without MoE layers), so a user sees which
+        fall-back was taken."""
         conv = sorted({m.backend for m in self.modules() if isinstance(m, SubMConv3d)})
         flash = self.config.enable_flash and flash_attn is not None and torch.device(device).type == "cuda"
-        return {"sparse_conv": "+".join(conv), "attention": "flash_attn_varlen" if flash else "sdpa"}
+        dispatch = sorted({m.dispatch_kernel(device, dtype) for m in self.modules() if isinstance(m, SparseMoE)})
+        return {"sparse_conv": "+".join(conv), "attention": "flash_attn_varlen" if flash else "sdpa",
+                "moe_dispatch": "+".join(dispatch) or "none"}
 
     @property
     def out_channels(self) -> int:

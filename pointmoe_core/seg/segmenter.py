@@ -68,7 +68,7 @@ class SegResult:
     experts: dict[str, np.ndarray] | None = None  # MoE layer -> (N,) top-1 expert id, -1 for dropped rows
     warnings: list[str] = field(default_factory=list)
     num_voxels: int = 0  # voxels of the valid points at the model's grid size
-    kernels: dict[str, str] = field(default_factory=dict)  # sparse_conv / attention kernels that ran
+    kernels: dict[str, str] = field(default_factory=dict)  # sparse_conv / attention / moe_dispatch kernels that ran
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,7 +97,8 @@ class Segmenter:
         self.dtype = dtype  # float32 weights either way; bfloat16 / float16 run the forward under autocast
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.kernels = self.model.backbone.kernels(self.device)  # what every forward runs: fixed here
+        # what every forward runs: fixed here
+        self.kernels = self.model.backbone.kernels(self.device, AUTOCAST_DTYPES[dtype] or torch.float32)
         self.config: SegmentorConfig = model.config
         # e.g. OUTDOOR_INPUT for LiDAR scans through the indoor+outdoor Point-MoE-L
         self.input = input or self.config.input

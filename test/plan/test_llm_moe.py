@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from pointmoe_core.common.moe import dispatch_to_experts, grouped_dispatch_supported
 from pointmoe_core.plan.llm_moe import (
     MoEMLP,
     convert_llama_to_moe,
@@ -16,6 +17,7 @@ from pointmoe_core.plan.llm_moe import (
     routing_report,
     set_modality_mask,
 )
+from pointmoe_core.plan.lora import LoRAConfig, apply_lora
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
@@ -90,6 +92,28 @@ def test_router_topk_and_weights_match_per_token_loop(top_k):
     assert [set(row.tolist()) for row in moe.last_topk_idx] == chosen
     _, weights, _ = moe.route(x.reshape(-1, 8))
     torch.testing.assert_close(weights.sum(-1), torch.ones(15))
+
+
+def test_llama_experts_run_as_grouped_gemms_until_lora_wraps_them():
+    """The same dispatch as Point-MoE's: LLaMA MLP copies are plain gated MLPs, so on CUDA in bfloat16
+    they run as grouped GEMMs (here forced on the CPU: same logits as the expert loop); LoRA's wrapped
+    layers keep the loop."""
+    model = convert_llama_to_moe(tiny_llama(), 4, 2)
+    layer = moe_layers(model)[0]
+    for expert in layer.experts:  # distinct experts, so a wrong slice shows up
+        for param in expert.parameters():
+            nn.init.normal_(param, std=0.2)
+    x = torch.randn(30, 32)
+    _, weights, experts = layer.route(x)
+    with torch.no_grad():
+        loop, counts = dispatch_to_experts(x, layer.experts, weights, experts, "loop")
+        grouped, grouped_counts = dispatch_to_experts(x, layer.experts, weights, experts, "grouped")
+    torch.testing.assert_close(grouped, loop, rtol=1e-5, atol=1e-5)
+    assert torch.equal(grouped_counts, counts)
+    fused = hasattr(torch, "_grouped_mm")
+    assert grouped_dispatch_supported(layer.experts, "cuda", torch.bfloat16) == fused
+    apply_lora(model, LoRAConfig(r=2, alpha=4, target_modules=("gate_proj", "up_proj", "down_proj")))
+    assert not grouped_dispatch_supported(layer.experts, "cuda", torch.bfloat16)
 
 
 def test_router_learns_from_the_task_loss_at_top1():

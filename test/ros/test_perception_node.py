@@ -74,6 +74,7 @@ def test_perception_node_lifecycle_and_clouds(ros_install, rclpy_context, servic
         assert len(labels) == len(scan) and info.points_in == len(scan) and info.points_dropped == 0
         assert np.bincount(labels, minlength=len(info.class_names)).tolist() == list(info.class_point_counts)
         assert info.sparse_conv_backend in ("spconv", "torch") and info.attention_backend == "sdpa"  # CPU
+        assert info.moe_dispatch == "loop"
 
         bad = msg_from_cloud(scan[:100], msg_class=PointCloud2)
         bad.row_step = 7  # smaller than width * point_step

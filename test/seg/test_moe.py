@@ -1,4 +1,5 @@
-"""SparseMoE: dispatch against a per-token loop, routing weights, aux loss, gradients, names."""
+"""SparseMoE: dispatch against a per-token loop, grouped GEMMs against the expert loop, routing weights,
+aux loss, gradients, names."""
 import math
 
 import pytest
@@ -55,6 +56,45 @@ def test_gradients_equal_per_token_reference():
             assert g is None or not g.any()
         else:
             torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_grouped_dispatch_equals_the_expert_loop(top_k):
+    """CUDA's grouped-GEMM path (torch also runs it on a CPU, one GEMM per group) gives the loop's
+    outputs and gradients, with an expert that gets no token among them."""
+    torch.manual_seed(0)
+    moe = SparseMoE(16, num_experts=8, top_k=top_k, aux_loss_alpha=0.01).train()
+    with torch.no_grad():
+        moe.gate.weight.normal_()
+        moe.gate.weight[5] = -10.0  # far below the others for the non-negative tokens: never chosen
+    x = torch.rand(300, 16)
+    results = {}
+    for method in ("loop", "grouped"):
+        moe.dispatch = method
+        inputs = x.clone().requires_grad_(True)
+        out = moe(inputs)
+        results[method] = (out, moe.last_stats.tokens_per_expert,
+                           *torch.autograd.grad(out.square().sum() + moe.aux_loss, [inputs, *moe.parameters()],
+                                               materialize_grads=True))
+    assert results["loop"][1][5] == 0 and results["loop"][1].sum() == 300 * top_k
+    for got, want in zip(results["grouped"], results["loop"]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_dispatch_is_chosen_only_where_a_fused_kernel_runs():
+    moe = SparseMoE(16, num_experts=4, top_k=2)
+    fused = "grouped_mm" if hasattr(torch, "_grouped_mm") else "loop"
+    assert moe.dispatch_kernel("cuda", torch.bfloat16) == fused
+    assert moe.dispatch_kernel("cuda", torch.float32) == "loop"
+    assert moe.dispatch_kernel("cpu", torch.bfloat16) == "loop"
+    assert SparseMoE(12).dispatch_kernel("cuda", torch.bfloat16) == "loop"  # 24-byte rows in bfloat16
+    moe.dispatch = "loop"
+    assert moe.dispatch_kernel("cuda", torch.bfloat16) == "loop"
+    moe.dispatch = "grouped"
+    assert moe.dispatch_kernel("cpu", torch.float32) == "grouped_mm"
+    moe.dispatch = "fastest"
+    with pytest.raises(ValueError, match="unknown MoE dispatch 'fastest'"):
+        moe(torch.randn(4, 16))
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 3])

@@ -75,7 +75,7 @@ def test_the_result_names_the_kernels_that_ran(offline_tiny_config, make_room):
         result = Segmenter(model).predict(room["coord"], room["color"], room["normal"])
         # auto: spconv where it imports, else our pure-torch convolution; on a CPU never flash-attn
         expected = available_backends()[-1] if backend == "auto" else "torch"
-        assert result.kernels == {"sparse_conv": expected, "attention": "sdpa"}
+        assert result.kernels == {"sparse_conv": expected, "attention": "sdpa", "moe_dispatch": "loop"}
 
 
 def test_reduced_precision_keeps_nearly_every_label(segmenter, make_room):
