@@ -2,25 +2,31 @@
 
     python benchmarks/perception_latency.py [--points 120000] [--configs tiny edge base L]
         [--backends torch spconv] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
-        [--threads N] [--repeats 3] [--json]
+        [--threads N] [--repeats 3] [--scan FILE.bin] [--profile N] [--json]
 
 The scan is SemanticKITTI sequence 00, frame 000000 from ``../shared/data/semantickitti`` (~124k
-points), cut or tiled to ``--points``. Each step is what ``perception_node`` does with a
-PointCloud2 (``seg.perception.segment_message``, split into its stages): ``decode`` the message
-(x, y, z, intensity), ``segment`` (``Segmenter.predict``: range crop, 5 cm voxels, the network,
-labels back to every point) and ``encode`` the labelled cloud as a PointCloud2. The models are
-the presets with random weights and class table (speed does not depend on the weights), the
-outdoor input (coordinates + intensity), each sparse-conv backend given that is importable. The
-median of ``--repeats`` callbacks after one warm-up; a JSON line with ``--json``.
+points; ``--scan`` names another KITTI .bin), cut or tiled to ``--points``. Each step is what
+``perception_node`` does with a PointCloud2 (``seg.perception.segment_message``, split into its
+stages): ``decode`` the message (x, y, z, intensity), ``segment`` (``Segmenter.predict``: range
+crop, 5 cm voxels, the network, labels back to every point) and ``encode`` the labelled cloud as a
+PointCloud2. The models are the presets with random weights and class table (speed does not depend
+on the weights), the outdoor input (coordinates + intensity), each sparse-conv backend given that is
+importable. The median of ``--repeats`` callbacks after one warm-up; a JSON line with ``--json``.
+Each row names the kernels that ran (``Segmenter.kernels``). ``--profile N`` adds, per model, the N
+operators that took the most device time (CPU time on a CPU) in one more callback, from
+``torch.profiler``, and on CUDA the lines of ours that made the host wait for the GPU
+(``torch.cuda.set_sync_debug_mode``).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import importlib.util
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +42,9 @@ SCAN = Path(__file__).resolve().parents[2] / "shared/data/semantickitti/sequence
 STAGES = ("decode", "segment", "encode")
 
 
-def scan_message(points: int):
+def scan_message(path: Path, points: int):
     """The scan as a PointCloud2 (rosbags class) of exactly ``points`` points."""
-    scan = read_kitti_bin(SCAN)
+    scan = read_kitti_bin(path)
     index = np.arange(points) % len(scan.xyz)  # tiled past the scan's end
     return msg_from_cloud(PointCloud(xyz=scan.xyz[index], intensity=scan.intensity[index]),
                           ("velodyne", 0.0), msg_class="rosbags")
@@ -68,6 +74,27 @@ def callback_seconds(segmenter: Segmenter, msg, mapping: InputMapping) -> dict[s
     return times
 
 
+def print_profile(segmenter: Segmenter, msg, mapping: InputMapping, rows: int) -> None:
+    """The operators of one callback that took the most time on the segmenter's device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = segmenter.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        callback_seconds(segmenter, msg, mapping)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
+    if cuda:
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            callback_seconds(segmenter, msg, mapping)
+        torch.cuda.set_sync_debug_mode(0)
+        syncs = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                    if "synchroniz" in str(w.message))
+        print(f"host syncs in one callback: {sum(syncs.values())}; by line: {dict(syncs.most_common())}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=120_000)
@@ -78,10 +105,13 @@ def main() -> None:
                         help="autocast dtype of the forward (Segmenter dtype)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scan", type=Path, default=SCAN, help="a KITTI .bin (x, y, z, intensity float32)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N most expensive operators of one more callback per model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not SCAN.is_file():
-        raise SystemExit(f"no SemanticKITTI scan at {SCAN}: this benchmark reads ../shared/data")
+    if not args.scan.is_file():
+        raise SystemExit(f"no SemanticKITTI scan at {args.scan}: this benchmark reads ../shared/data, or --scan")
     if args.threads:
         torch.set_num_threads(args.threads)
     backends = [b for b in args.backends if b == "torch" or importlib.util.find_spec("spconv") is not None]
@@ -93,7 +123,7 @@ def main() -> None:
     print(f"{machine['gpu'] or machine['cpu']}, torch {machine['torch']} ({machine['torch_threads']} threads), "
           f"{args.points} points, {args.dtype}" + (f"; not installed: {', '.join(skipped)}" if skipped else ""),
           flush=True)
-    msg = scan_message(args.points)
+    msg = scan_message(args.scan, args.points)
     mapping = InputMapping(use_rgb=False, use_normals=False)
     rows = []
     for config in args.configs:
@@ -102,10 +132,13 @@ def main() -> None:
             callback_seconds(segmenter, msg, mapping)  # warm-up
             runs = [callback_seconds(segmenter, msg, mapping) for _ in range(args.repeats)]
             row = {"config": config, "backend": backend,
-                   **{k: round(1000 * statistics.median(r[k] for r in runs), 1) for k in (*STAGES, "total")}}
+                   **{k: round(1000 * statistics.median(r[k] for r in runs), 1) for k in (*STAGES, "total")},
+                   "kernels": segmenter.kernels}
             rows.append(row)
-            print(f"{config:>5} {backend:>6}: " + "  ".join(f"{k} {row[k]:.1f} ms" for k in (*STAGES, "total")),
-                  flush=True)
+            print(f"{config:>5} {backend:>6}: " + "  ".join(f"{k} {row[k]:.1f} ms" for k in (*STAGES, "total"))
+                  + "  (" + ", ".join(f"{k} {v}" for k, v in segmenter.kernels.items()) + ")", flush=True)
+            if args.profile:
+                print_profile(segmenter, msg, mapping, args.profile)
         if len(backends) == 2:
             torch_ms, spconv_ms = (r["total"] for r in rows[-2:])
             print(f"{config:>5}: pure-torch / spconv = {torch_ms / spconv_ms:.2f}x the time", flush=True)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU measurements of benchmarks/RESULTS.md in one run, on a CUDA machine that has its own
+# Python and torch but none of our other dependencies and no network (a lent H100/H200).
+#
+#   bash benchmarks/gpu_checks.sh prepare      # here, with network: wheels + data into .gpu/ (~12 MB)
+#   bash benchmarks/gpu_checks.sh run OUT_DIR  # there, from the repo root, .gpu/ carried along
+#                                              # (git ignores it: name it where ignored files travel)
+# `prepare` downloads the pure-Python and manylinux wheels that `run` needs and that such an image
+# lacks (rosbags for the PointCloud2 messages, and its own needs) for `--python` (default 3.12),
+# and copies the parity fixture and one SemanticKITTI scan from ../shared/data. spconv's CUDA
+# wheels (~70 MB each) are left out: the GPU path measured is our pure-torch sparse convolution.
+# `run` installs the wheels into /tmp/pointmoe-site, then writes one log per check into OUT_DIR:
+# the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
+# the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), and the
+# whole perception callback on 120k points at tiny / base / L in float32 and bfloat16, with an
+# operator profile and the host syncs of one L callback.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+prepare() {
+    local python_version=${1:-3.12}
+    rm -rf .gpu && mkdir -p .gpu/wheels .gpu/data/semantickitti
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$python_version" \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .gpu/wheels \
+        rosbags apsw backports.zstd lz4 ruamel.yaml || return 1
+    cp -r ../shared/data/parity .gpu/data/parity
+    cp ../shared/data/semantickitti/sequences/00/velodyne/000000.bin .gpu/data/semantickitti/
+    du -sh .gpu
+}
+
+run() {
+    local out=${1:?usage: gpu_checks.sh run OUT_DIR}
+    mkdir -p "$out"
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/pointmoe-site .gpu/wheels/*.whl \
+        || return 1
+    export PYTHONPATH="$PWD:/tmp/pointmoe-site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+    local scan=.gpu/data/semantickitti/000000.bin status=0
+    check() {  # check NAME COMMAND...: run it, keep its output in OUT_DIR/NAME.log, note a failure
+        echo "== $1: ${*:2}"
+        "${@:2}" 2>&1 | tee "$out/$1.log" || { echo "!! $1 failed"; status=1; }
+    }
+    check machine bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c "
+import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(),
+      \"grouped_mm:\", hasattr(torch, \"_grouped_mm\"))"'
+    for dtype in float32 bfloat16 float16; do
+        check "parity_$dtype" python3 -m pointmoe_core.cli parity --fixture .gpu/data/parity --device cuda \
+            --dtype "$dtype" --conv-backend torch $([ "$dtype" = float32 ] || echo --tol 1)
+    done
+    for dtype in float32 bfloat16; do
+        check "moe_layer_$dtype" python3 benchmarks/moe_layer.py --dtype "$dtype" --json
+    done
+    for dtype in float32 bfloat16; do
+        check "perception_$dtype" python3 benchmarks/perception_latency.py --device cuda --dtype "$dtype" \
+            --configs tiny base L --points 120000 --backends torch --repeats 5 --scan "$scan" --json
+    done
+    check perception_L_profile python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
+        --configs L --points 120000 --backends torch --repeats 1 --scan "$scan" --profile 25
+    return $status
+}
+
+case ${1:-} in
+    prepare) prepare "${@:2}" ;;
+    run) run "${@:2}" ;;
+    *) echo "usage: $0 prepare [PYTHON_VERSION] | run OUT_DIR" >&2; exit 2 ;;
+esac
