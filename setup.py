@@ -2,7 +2,10 @@
 
 Dependencies are declared here once. Extras:
   test   pytest, hypothesis and friends, and ruff (the linter `make test` runs first)
-  cpu    spconv (CPU build)          cu120  spconv-cu120 (CUDA 12.0 build)
+  cpu    spconv (CPU build)
+  cu126  spconv-cu126 (CUDA 12.6 build, spconv 2.3.8, Python 3.11 and 3.12; not yet run beside the
+         pinned torch's CUDA 13 here: no GPU machine had it, its wheel is too large to carry to one)
+  cu120  spconv-cu120 (CUDA 12.0 build; PyPI has it up to spconv 2.3.6, Python 3.11)
   ros    the PyPI ROS 2 Jazzy wheels (runtime + message generators) and colcon
   ravens      what Google Ravens' environment and tasks import (ravens/environments/environment.py,
               ravens/tasks, ravens/utils); install ravens==0.1 itself with --no-deps: its declared
@@ -64,6 +67,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis", "ruff==0.16.9"],
         "cpu": ["spconv"],
+        "cu126": ["spconv-cu126"],
         "cu120": ["spconv-cu120"],
         "ros": ROS_WHEELS,
         "ravens": RAVENS_ENV,
