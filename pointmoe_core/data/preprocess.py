@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.reductions import column_bounds
+
 
 def center_shift(coord: np.ndarray, apply_z: bool = True) -> np.ndarray:
     """Move the bounding-box centre to x = y = 0 and, with ``apply_z``, the lowest point to z = 0."""
-    low, high = coord.min(0), coord.max(0)
+    low, high = column_bounds(coord)
     shift = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2] if apply_z else 0.0])
     return (coord - shift).astype(coord.dtype)
 
@@ -69,8 +71,9 @@ def grid_sample(coord: np.ndarray, grid_size: float) -> VoxelGrid:
     default FNV-1a hash it cannot collide, and voxel ids come out in raveled (x, y, z) order.
     """
     grid_coord = np.floor(np.asarray(coord, np.float64) / grid_size).astype(np.int64)
-    grid_coord -= grid_coord.min(0)
-    extent = grid_coord.max(0) + 1
+    low, high = column_bounds(grid_coord)
+    grid_coord -= low
+    extent = high - low + 1
     if np.prod(extent.astype(np.float64)) >= 2.0**62:
         raise ValueError(f"a grid of {extent.tolist()} voxels cannot be keyed in int64: use a larger grid_size")
     key = (grid_coord[:, 0] * extent[1] + grid_coord[:, 1]) * extent[2] + grid_coord[:, 2]

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..common.reductions import argmax_over_rows, column_bounds, rows_all, rows_any, squared_distances
 from ..data.preprocess import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
 from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
 from .convert import load_segmentor, save_checkpoint
@@ -276,8 +277,8 @@ class Segmenter:
             voxel_probs += probs
             if num_fragments > 1:
                 if point_probs is None:
-                    point_probs = np.zeros((len(raw_xyz), probs.shape[1]), np.float32)
-                point_probs[rows] += probs
+                    point_probs = np.zeros((len(probs), len(raw_xyz)), np.float32)
+                point_probs[:, rows] += probs
                 hits[rows] += 1
             if want_experts:
                 voxel_experts = experts
@@ -286,13 +287,12 @@ class Segmenter:
                             "took their voxel's mean prediction")
 
         row_of_point = source[grid.voxel]
-        labels = voxel_probs.argmax(1)[row_of_point]
-        scores = (voxel_probs.max(1) / num_fragments).astype(np.float32)[row_of_point]
+        voxel_label, voxel_score = argmax_over_rows(voxel_probs)
+        labels = voxel_label[row_of_point]
+        scores = (voxel_score / num_fragments).astype(np.float32)[row_of_point]
         covered = np.flatnonzero(hits)
         if len(covered):
-            own = point_probs[covered] / hits[covered, None]
-            labels[covered] = own.argmax(1)
-            scores[covered] = own.max(1)
+            labels[covered], scores[covered] = argmax_over_rows(point_probs[:, covered] / hits[covered])
         experts = None
         if voxel_experts is not None:
             experts = {layer: ids[row_of_point] for layer, ids in voxel_experts.items()}
@@ -301,7 +301,9 @@ class Segmenter:
     def _forward(self, rows: np.ndarray, grid: VoxelGrid, inputs: dict[str, np.ndarray | None],
                  raw_xyz: np.ndarray, table: torch.Tensor | None, columns: list[int] | None,
                  want_experts: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-        """Softmax (V, M) of one fragment and, optionally, each MoE layer's top-1 expert per row."""
+        """Softmax (M, V) of one fragment, class by class, and, optionally, each MoE layer's top-1 expert
+        per row. Class-major because a softmax or argmax across a few classes for each of V voxels
+        runs as V tiny loops, one across V voxels for each class vectorised: 15 vs 4 ms at 90k x 8."""
         features = []
         for key in self.input.feat_keys:
             if key == "normal" and inputs["normal"] is None:
@@ -322,7 +324,7 @@ class Segmenter:
         logits, routing = output if want_experts else (output, None)
         if columns is not None:
             logits = logits[:, columns]
-        probs = torch.softmax(logits.float(), -1).cpu().numpy()
+        probs = torch.softmax(logits.float().T.contiguous(), 0).cpu().numpy()
         if routing is None:
             return probs, None
         return probs, {layer: topk[:, 0].cpu().numpy() for layer, topk in routing.items()}
@@ -332,14 +334,14 @@ def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range:
               ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Rows fit for the network, the float64 offset to re-centre them by (or None), and what was done."""
     n = len(coord)
-    valid = np.isfinite(coord).all(1)
+    valid = rows_all(np.isfinite(coord))
     for value in parts.values():
         if value is not None:
-            valid &= np.isfinite(value).all(1)
+            valid &= rows_all(np.isfinite(value))
     warnings = []
     if not valid.all():
         warnings.append(f"dropped {int((~valid).sum())} of {n} points with NaN/Inf values (label -1, score 0)")
-    corrupt = valid & (np.abs(coord) > MAX_COORDINATE_M).any(1)
+    corrupt = valid & rows_any(np.abs(coord) > MAX_COORDINATE_M)
     if corrupt.any():
         valid &= ~corrupt
         warnings.append(f"dropped {int(corrupt.sum())} of {n} points beyond {MAX_COORDINATE_M:.0e} m, no place "
@@ -348,10 +350,9 @@ def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range:
     if origin is not None:
         warnings.append(recentred_note(origin))
     if max_range is not None and valid.any():
-        centre = np.median(coord[valid].astype(np.float64), axis=0)
-        distance = np.full(n, np.inf)
-        distance[valid] = np.linalg.norm(coord[valid].astype(np.float64) - centre, axis=1)
-        far = valid & (distance > max_range)
+        kept = coord[valid].astype(np.float64)
+        far = np.zeros(n, bool)
+        far[valid] = squared_distances(kept, np.median(kept, axis=0)) > max_range**2
         if far.any():
             valid &= ~far
             warnings.append(f"dropped {int(far.sum())} of {n} points farther than max_range={max_range:g} m from "
@@ -362,8 +363,9 @@ def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range:
 def _check_extent(coord: np.ndarray, grid_size: float) -> None:
     """Refuse a cloud wider than the serialization's ``2**MAX_DEPTH`` voxels per axis, as grid_sample
     will voxelise it, before anything is allocated for it."""
-    scaled = np.asarray(coord, np.float64) / grid_size
-    extent = int((np.floor(scaled.max(0)) - np.floor(scaled.min(0))).max()) + 1
+    # floor(x / g) is monotonic in x: the extreme voxels are those of the extreme coordinates
+    low, high = (bound.astype(np.float64) / grid_size for bound in column_bounds(coord))
+    extent = int((np.floor(high) - np.floor(low)).max()) + 1
     if extent > 1 << MAX_DEPTH:
         span = float(np.ptp(coord, axis=0).max())
         raise ValueError(f"the cloud spans {span:.0f} m, {extent} voxels of {grid_size} m, beyond the "
