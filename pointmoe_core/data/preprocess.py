@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..common.reductions import column_bounds
 
@@ -37,7 +38,7 @@ class VoxelGrid:
 
     ``grid_coord`` (N, 3) int64 = floor(coord / grid_size) - min (Pointcept's convention);
     ``voxel`` (N,) the voxel of each point; ``order`` sorts points by voxel, so voxel v holds
-    ``order[start[v] : start[v] + count[v]]``.
+    ``order[start[v] : start[v] + count[v]]``. NumPy arrays or torch tensors, all of one kind.
     """
 
     grid_coord: np.ndarray
@@ -64,26 +65,33 @@ class VoxelGrid:
         return self.order[self.start + (rng.random(len(self.count)) * self.count).astype(np.int64)]
 
 
-def grid_sample(coord: np.ndarray, grid_size: float) -> VoxelGrid:
-    """Voxelise ``coord`` (N, 3) at ``grid_size``.
+def grid_sample(coord: np.ndarray | torch.Tensor, grid_size: float) -> VoxelGrid:
+    """Voxelise ``coord`` (N, 3) at ``grid_size``: a grid of NumPy arrays for an array, of tensors on
+    its device for a tensor (the Segmenter's, so a GPU voxelises its own clouds).
 
     Voxels are keyed by the raveled grid coordinate (Pointcept's ``ravel_hash_vec``): unlike its
-    default FNV-1a hash it cannot collide, and voxel ids come out in raveled (x, y, z) order.
+    default FNV-1a hash it cannot collide, and voxel ids come out in raveled (x, y, z) order. torch
+    does the work either way: its stable sort takes half NumPy's time on a CPU (the same order).
     """
-    grid_coord = np.floor(np.asarray(coord, np.float64) / grid_size).astype(np.int64)
-    low, high = column_bounds(grid_coord)
+    points = torch.as_tensor(coord)
+    grid_coord = torch.floor(points.double() / grid_size).long()
+    low, high = grid_coord.amin(0), grid_coord.amax(0)
     grid_coord -= low
-    extent = high - low + 1
-    if np.prod(extent.astype(np.float64)) >= 2.0**62:
-        raise ValueError(f"a grid of {extent.tolist()} voxels cannot be keyed in int64: use a larger grid_size")
+    extent = (high - low + 1).tolist()
+    if float(np.prod(extent, dtype=np.float64)) >= 2.0**62:
+        raise ValueError(f"a grid of {extent} voxels cannot be keyed in int64: use a larger grid_size")
     key = (grid_coord[:, 0] * extent[1] + grid_coord[:, 1]) * extent[2] + grid_coord[:, 2]
-    order = np.argsort(key, kind="stable")
-    new_voxel = np.r_[True, key[order][1:] != key[order][:-1]]
-    start = np.flatnonzero(new_voxel)
-    count = np.diff(np.r_[start, len(key)])
-    voxel = np.empty(len(key), np.int64)
-    voxel[order] = np.cumsum(new_voxel) - 1
-    return VoxelGrid(grid_coord, voxel, order, start, count)
+    sorted_key, order = torch.sort(key, stable=True)
+    new_voxel = torch.ones_like(sorted_key, dtype=torch.bool)
+    new_voxel[1:] = sorted_key[1:] != sorted_key[:-1]
+    start = torch.nonzero(new_voxel).squeeze(1)
+    count = torch.diff(start, append=start.new_tensor([len(key)]))
+    voxel = torch.empty_like(key)
+    voxel[order] = torch.cumsum(new_voxel, 0) - 1
+    grid = VoxelGrid(grid_coord, voxel, order, start, count)
+    if isinstance(coord, torch.Tensor):
+        return grid
+    return VoxelGrid(*(field.numpy() for field in (grid.grid_coord, grid.voxel, grid.order, grid.start, grid.count)))
 
 
 def estimate_normals(coord: np.ndarray, radius: float, max_nn: int = 30,

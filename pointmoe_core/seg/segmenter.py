@@ -170,6 +170,9 @@ class Segmenter:
         inputs = self._prepare(raw_xyz, {k: None if v is None else v[keep] for k, v in parts.items()},
                                result.warnings)
         _check_extent(inputs["coord"], self.input.grid_size)
+        # from here on the cloud lives on the model's device, until the labels come back
+        inputs = {key: None if value is None else torch.from_numpy(value).to(self.device)
+                  for key, value in inputs.items()}
         grid = grid_sample(inputs["coord"], self.input.grid_size)
         result.num_voxels = grid.num_voxels
         run, source = self._voxels_to_run(grid, result.warnings)
@@ -244,41 +247,39 @@ class Segmenter:
                 inputs["strength"] = parts["strength"].astype(np.float32)
         return inputs
 
-    def _voxels_to_run(self, grid: VoxelGrid, warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _voxels_to_run(self, grid: VoxelGrid, warnings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Voxels that go through the network and, for every voxel, the row of ``run`` it takes."""
         if grid.num_voxels <= self.max_points:
-            everything = np.arange(grid.num_voxels)
+            everything = torch.arange(grid.num_voxels, device=self.device)
             return everything, everything
         from scipy.spatial import cKDTree  # only oversized clouds need it
 
         rng = np.random.default_rng(self.seed)
         run = np.sort(rng.choice(grid.num_voxels, self.max_points, replace=False))
-        voxel_coord = grid.grid_coord[grid.order[grid.start]]
+        voxel_coord = grid.grid_coord[grid.order[grid.start]].cpu().numpy()
         _, source = cKDTree(voxel_coord[run]).query(voxel_coord, k=1)
         warnings.append(f"{grid.num_voxels} voxels > max_points={self.max_points}: the network ran on "
                         f"{self.max_points} random voxels, the others took their nearest one's label")
-        return run, source.astype(np.int64)
+        return torch.from_numpy(run).to(self.device), torch.from_numpy(source.astype(np.int64)).to(self.device)
 
-    def _run_fragments(self, grid: VoxelGrid, run: np.ndarray, source: np.ndarray,
-                       inputs: dict[str, np.ndarray | None], raw_xyz: np.ndarray,
+    def _run_fragments(self, grid: VoxelGrid, run: torch.Tensor, source: torch.Tensor,
+                       inputs: dict[str, torch.Tensor | None], raw_xyz: np.ndarray,
                        table: torch.Tensor | None, columns: list[int] | None, return_experts: bool,
                        warnings: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
         num_fragments = min(self.max_fragments, grid.num_fragments)
-        voxel_probs: np.ndarray | None = None
-        point_probs: np.ndarray | None = None
-        hits = np.zeros(len(raw_xyz), np.int64)
+        voxel_probs: torch.Tensor | None = None
+        point_probs: torch.Tensor | None = None
+        hits = torch.zeros(len(raw_xyz), dtype=torch.long, device=self.device)
         voxel_experts = None
         for fragment in range(num_fragments):
             rows = grid.fragment(fragment)[run]
             want_experts = return_experts and fragment == 0
             probs, experts = self._forward(rows, grid, inputs, raw_xyz, table, columns, want_experts)
-            if voxel_probs is None:
-                voxel_probs = np.zeros_like(probs)
-            voxel_probs += probs
+            voxel_probs = probs if voxel_probs is None else voxel_probs + probs
             if num_fragments > 1:
                 if point_probs is None:
-                    point_probs = np.zeros((len(probs), len(raw_xyz)), np.float32)
-                point_probs[:, rows] += probs
+                    point_probs = probs.new_zeros((len(probs), len(raw_xyz)))
+                point_probs[:, rows] += probs  # a fragment holds each point at most once
                 hits[rows] += 1
             if want_experts:
                 voxel_experts = experts
@@ -288,46 +289,45 @@ class Segmenter:
 
         row_of_point = source[grid.voxel]
         voxel_label, voxel_score = argmax_over_rows(voxel_probs)
-        labels = voxel_label[row_of_point]
-        scores = (voxel_score / num_fragments).astype(np.float32)[row_of_point]
-        covered = np.flatnonzero(hits)
+        labels, scores = voxel_label[row_of_point], (voxel_score / num_fragments)[row_of_point]
+        covered = torch.nonzero(hits).squeeze(1)
         if len(covered):
             labels[covered], scores[covered] = argmax_over_rows(point_probs[:, covered] / hits[covered])
         experts = None
         if voxel_experts is not None:
-            experts = {layer: ids[row_of_point] for layer, ids in voxel_experts.items()}
-        return labels, scores, experts
+            experts = {layer: ids[row_of_point].cpu().numpy() for layer, ids in voxel_experts.items()}
+        return labels.cpu().numpy(), scores.cpu().numpy(), experts
 
-    def _forward(self, rows: np.ndarray, grid: VoxelGrid, inputs: dict[str, np.ndarray | None],
+    def _forward(self, rows: torch.Tensor, grid: VoxelGrid, inputs: dict[str, torch.Tensor | None],
                  raw_xyz: np.ndarray, table: torch.Tensor | None, columns: list[int] | None,
-                 want_experts: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+                 want_experts: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """Softmax (M, V) of one fragment, class by class, and, optionally, each MoE layer's top-1 expert
         per row. Class-major because a softmax or argmax across a few classes for each of V voxels
         runs as V tiny loops, one across V voxels for each class vectorised: 15 vs 4 ms at 90k x 8."""
         features = []
         for key in self.input.feat_keys:
             if key == "normal" and inputs["normal"] is None:
-                features.append(estimate_normals(raw_xyz[rows], self.normal_radius, self.normal_max_nn))
+                normals = estimate_normals(raw_xyz[rows.cpu().numpy()], self.normal_radius, self.normal_max_nn)
+                features.append(torch.from_numpy(normals).to(self.device))
             else:
                 features.append(inputs[key][rows].reshape(len(rows), -1))
-        device = self.device
         data = dict(
-            coord=torch.from_numpy(inputs["coord"][rows]).to(device),
-            grid_coord=torch.from_numpy(grid.grid_coord[rows]).to(device),
-            feat=torch.from_numpy(np.concatenate(features, 1).astype(np.float32)).to(device),
-            offset=torch.tensor([len(rows)], device=device),
+            coord=inputs["coord"][rows],
+            grid_coord=grid.grid_coord[rows],
+            feat=torch.cat(features, 1).float(),
+            offset=torch.tensor([len(rows)], device=self.device),
             grid_size=self.input.grid_size,
         )
         generator = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad(), autocast_to(device, self.dtype):
+        with torch.no_grad(), autocast_to(self.device, self.dtype):
             output = self.model(data, text_embedding=table, generator=generator, return_routing=want_experts)
         logits, routing = output if want_experts else (output, None)
         if columns is not None:
             logits = logits[:, columns]
-        probs = torch.softmax(logits.float().T.contiguous(), 0).cpu().numpy()
+        probs = torch.softmax(logits.float().T.contiguous(), 0)
         if routing is None:
             return probs, None
-        return probs, {layer: topk[:, 0].cpu().numpy() for layer, topk in routing.items()}
+        return probs, {layer: topk[:, 0] for layer, topk in routing.items()}
 
 
 def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range: float | None

@@ -1,7 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.data.preprocess import grid_sample
 from pointmoe_core.data.sample import INDOOR, OUTDOOR, make_sample
 from pointmoe_core.data.synthetic import IndoorRoomDomain, OutdoorLidarDomain
 from pointmoe_core.data.transforms import (
@@ -63,6 +66,23 @@ def test_grid_sample_inverse_maps_every_point_to_the_point_kept_in_its_voxel():
     assert out["inverse"].shape == (len(sample["coord"]),)
     voxel = np.floor(sample["coord"] / 0.1).astype(int)
     np.testing.assert_array_equal(out["grid_coord"][out["inverse"]], voxel - voxel.min(0))
+
+
+def test_grid_sample_of_a_tensor_equals_that_of_the_array_and_numpy_unique():
+    coord = np.random.default_rng(4).uniform(-1, 1, (600, 3))
+    coord[300:] = coord[:300] + 0.01  # many points share voxels
+    grid = grid_sample(coord, 0.1)
+    on_device = grid_sample(torch.from_numpy(coord), 0.1)
+    for array, tensor in zip(dataclasses.astuple(grid), dataclasses.astuple(on_device)):
+        assert isinstance(array, np.ndarray) and isinstance(tensor, torch.Tensor)
+        np.testing.assert_array_equal(array, tensor.numpy())
+    cells = np.floor(coord / 0.1).astype(np.int64)
+    cells -= cells.min(0)
+    _, voxel, count = np.unique(cells, axis=0, return_inverse=True, return_counts=True)  # (x, y, z) order
+    np.testing.assert_array_equal(grid.grid_coord, cells)
+    np.testing.assert_array_equal(grid.voxel, voxel.ravel())
+    np.testing.assert_array_equal(grid.count, count)
+    np.testing.assert_array_equal(grid.order, np.argsort(voxel.ravel(), kind="stable"))
 
 
 def test_grid_sample_test_mode_fragments_cover_every_point():
