@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from machine import cpu_model
 
+from pointmoe_core.common.heap import keep_freed_memory
 from pointmoe_core.io import PointCloud, cloud_from_msg, msg_from_cloud, read_kitti_bin
 from pointmoe_core.seg import OUTDOOR_INPUT, PointMoESegmentor, Segmenter, load_config
 from pointmoe_core.seg.perception import InputMapping, segment_cloud
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(AUTOCAST_DTYPES),
                         help="autocast dtype of the forward (Segmenter dtype)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="tune malloc as perception_node does by default (common.heap)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scan", type=Path, default=SCAN, help="a KITTI .bin (x, y, z, intensity float32)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -114,14 +117,16 @@ def main() -> None:
         raise SystemExit(f"no SemanticKITTI scan at {args.scan}: this benchmark reads ../shared/data, or --scan")
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = args.keep_freed_memory and keep_freed_memory()
     backends = [b for b in args.backends if b == "torch" or importlib.util.find_spec("spconv") is not None]
     skipped = sorted(set(args.backends) - set(backends))
     device = torch.device(args.device)
     machine = dict(cpu=cpu_model(), torch=torch.__version__, torch_threads=torch.get_num_threads(), device=str(device),
-                   dtype=args.dtype,
+                   dtype=args.dtype, keep_freed_memory=kept,
                    gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     print(f"{machine['gpu'] or machine['cpu']}, torch {machine['torch']} ({machine['torch_threads']} threads), "
-          f"{args.points} points, {args.dtype}" + (f"; not installed: {', '.join(skipped)}" if skipped else ""),
+          f"{args.points} points, {args.dtype}, keep_freed_memory {kept}"
+          + (f"; not installed: {', '.join(skipped)}" if skipped else ""),
           flush=True)
     msg = scan_message(args.scan, args.points)
     mapping = InputMapping(use_rgb=False, use_normals=False)

@@ -20,7 +20,7 @@ TEXT, INTEGER, NUMBER, FLAG, LIST, NUMBER_OR_AUTO = "text", "integer", "number",
 # parameter -> kind, as each node declares them (test/ros/test_launch.py checks them against the sources)
 PERCEPTION_NODE = {
     "checkpoint": TEXT, "model_config": TEXT, "device": TEXT, "dtype": TEXT, "torch_threads": INTEGER,
-    "class_names": LIST,
+    "keep_freed_memory": FLAG, "class_names": LIST,
     "max_points": INTEGER,
     "use_rgb": FLAG, "use_intensity": FLAG, "use_normals": FLAG, "intensity_scale": NUMBER_OR_AUTO,
     "max_range": NUMBER_OR_AUTO, "max_cloud_points": INTEGER, "expert_layer": TEXT, "output_frame": TEXT,

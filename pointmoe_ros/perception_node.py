@@ -20,6 +20,7 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
+from pointmoe_core.common.heap import keep_freed_memory
 from pointmoe_core.common.paths import resolve_path
 from pointmoe_core.io import msg_from_cloud
 from pointmoe_core.seg.perception import (
@@ -47,6 +48,7 @@ class PerceptionNode(LifecycleNode):
         self.declare_parameter("device", "auto")
         self.declare_parameter("dtype", "float32")
         self.declare_parameter("torch_threads", 0)
+        self.declare_parameter("keep_freed_memory", True)
         self.declare_parameter("class_names", [""])
         self.declare_parameter("max_points", 200_000)
         self.declare_parameter("use_rgb", True)
@@ -68,6 +70,8 @@ class PerceptionNode(LifecycleNode):
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        if self.parameter("keep_freed_memory") and not keep_freed_memory():
+            self.get_logger().info("keep_freed_memory: this C library has no glibc mallopt, malloc left as it is")
         try:
             self.segmenter = self.load_segmenter()
             self.mapping = InputMapping(self.parameter("use_rgb"), self.parameter("use_intensity"),
