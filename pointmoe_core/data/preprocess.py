@@ -73,8 +73,9 @@ def grid_sample(coord: np.ndarray | torch.Tensor, grid_size: float) -> VoxelGrid
     default FNV-1a hash it cannot collide, and voxel ids come out in raveled (x, y, z) order. torch
     does the work either way: its stable sort takes half NumPy's time on a CPU (the same order).
     """
-    points = torch.as_tensor(coord)
-    grid_coord = torch.floor(points.double() / grid_size).long()
+    # a float64 copy either way (np.array: a read-only array, as np.load gives, would make torch warn)
+    points = coord.double() if isinstance(coord, torch.Tensor) else torch.from_numpy(np.array(coord, np.float64))
+    grid_coord = torch.floor(points / grid_size).long()
     low, high = grid_coord.amin(0), grid_coord.amax(0)
     grid_coord -= low
     extent = (high - low + 1).tolist()
