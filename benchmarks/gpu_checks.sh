@@ -11,9 +11,10 @@
 # wheels (~70 MB each) are left out: the GPU path measured is our pure-torch sparse convolution.
 # `run` installs the wheels into /tmp/pointmoe-site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
-# the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), and the
-# whole perception callback on 120k points at tiny / base / L in float32 and bfloat16, with an
-# operator profile and the host syncs of one L callback.
+# the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole
+# perception callback on 120k points at tiny / base / L in float32 and bfloat16 (bfloat16 once more
+# with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), and an operator
+# profile and the host syncs of one L callback.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,8 @@ import sys, torch; print(sys.version.split()[0], torch.__version__, torch.versio
         check "perception_$dtype" python3 benchmarks/perception_latency.py --device cuda --dtype "$dtype" \
             --configs tiny base L --points 120000 --backends torch --repeats 5 --scan "$scan" --json
     done
+    check perception_bfloat16_loops python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
+        --configs tiny L --points 120000 --backends torch --repeats 5 --scan "$scan" --loops --json
     check perception_L_profile python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
         --configs L --points 120000 --backends torch --repeats 1 --scan "$scan" --profile 25
     return $status

@@ -2,7 +2,7 @@
 
     python benchmarks/perception_latency.py [--points 120000] [--configs tiny edge base L]
         [--backends torch spconv] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
-        [--threads N] [--repeats 3] [--scan FILE.bin] [--profile N] [--json]
+        [--threads N] [--repeats 3] [--loops] [--scan FILE.bin] [--profile N] [--json]
 
 The scan is SemanticKITTI sequence 00, frame 000000 from ``../shared/data/semantickitti`` (~124k
 points; ``--scan`` names another KITTI .bin), cut or tiled to ``--points``. Each step is what
@@ -36,8 +36,10 @@ from machine import cpu_model
 from pointmoe_core.common.heap import keep_freed_memory
 from pointmoe_core.io import PointCloud, cloud_from_msg, msg_from_cloud, read_kitti_bin
 from pointmoe_core.seg import OUTDOOR_INPUT, PointMoESegmentor, Segmenter, load_config
+from pointmoe_core.seg.moe import SparseMoE
 from pointmoe_core.seg.perception import InputMapping, segment_cloud
 from pointmoe_core.seg.segmenter import AUTOCAST_DTYPES
+from pointmoe_core.seg.sparse_conv import SubMConv3d
 
 SCAN = Path(__file__).resolve().parents[2] / "shared/data/semantickitti/sequences/00/velodyne/000000.bin"
 STAGES = ("decode", "segment", "encode")
@@ -51,11 +53,17 @@ def scan_message(path: Path, points: int):
                           ("velodyne", 0.0), msg_class="rosbags")
 
 
-def segmenter_for(config: str, backend: str, device: str, dtype: str = "float32") -> Segmenter:
+def segmenter_for(config: str, backend: str, device: str, dtype: str = "float32", loops: bool = False) -> Segmenter:
     preset = load_config(config)
     preset = dataclasses.replace(preset, backbone=dataclasses.replace(preset.backbone, conv_backend=backend))
     torch.manual_seed(0)
     model = PointMoESegmentor(preset)
+    if loops:  # one GEMM per kernel offset and per expert, also where grouped GEMMs would run
+        for module in model.modules():
+            if isinstance(module, SubMConv3d):
+                module.offset_products = "loop"
+            elif isinstance(module, SparseMoE):
+                module.dispatch = "loop"
     model.head.set_class_embedding(torch.randn(len(preset.class_names), preset.head.text_dim))
     return Segmenter(model, device=device, input=OUTDOOR_INPUT, dtype=dtype)
 
@@ -108,6 +116,8 @@ def main() -> None:
     parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                         help="tune malloc as perception_node does by default (common.heap)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loops", action="store_true",
+                        help="one GEMM per kernel offset and per expert even where grouped GEMMs would run")
     parser.add_argument("--scan", type=Path, default=SCAN, help="a KITTI .bin (x, y, z, intensity float32)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print the N most expensive operators of one more callback per model")
@@ -133,7 +143,7 @@ def main() -> None:
     rows = []
     for config in args.configs:
         for backend in backends:
-            segmenter = segmenter_for(config, backend, args.device, args.dtype)
+            segmenter = segmenter_for(config, backend, args.device, args.dtype, args.loops)
             callback_seconds(segmenter, msg, mapping)  # warm-up
             runs = [callback_seconds(segmenter, msg, mapping) for _ in range(args.repeats)]
             row = {"config": config, "backend": backend,

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .grouped_mm import compute_dtype, fused, grouped_mm
+
 # the gated MLPs' activations, by the names configs use
 ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
 DISPATCH_METHODS = ("auto", "loop", "grouped")
@@ -30,17 +32,13 @@ def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, num_experts: 
 
 def grouped_dispatch_supported(experts: Sequence[nn.Module], device: torch.device | str,
                                dtype: torch.dtype) -> bool:
-    """Whether ``dispatch_to_experts(..., method="auto")`` runs the experts as grouped GEMMs.
-
-    That needs torch's ``_grouped_mm``, experts that are plain gated MLPs (``gate_proj``,
-    ``up_proj``, ``down_proj`` linear layers without biases and one activation: Point-MoE's, and
-    the LLM's copies of its MLP until LoRA wraps their layers), widths a multiple of 8 (16-byte
-    rows in bfloat16), and a CUDA tensor in bfloat16, the case with a fused kernel (Hopper):
-    elsewhere torch falls back to one GEMM per group, which is what the loop does already.
+    """Whether ``dispatch_to_experts(..., method="auto")`` runs the experts as grouped GEMMs: where
+    that is one fused kernel (:func:`.grouped_mm.fused`: CUDA, bfloat16), for experts that are plain
+    gated MLPs (``gate_proj``, ``up_proj``, ``down_proj`` linear layers without biases and one
+    activation: Point-MoE's, and the LLM's copies of its MLP until LoRA wraps their layers) with
+    widths a multiple of 8 (16-byte rows in bfloat16).
     """
-    if not hasattr(torch, "_grouped_mm") or torch.device(device).type != "cuda" or dtype != torch.bfloat16:
-        return False
-    return all(_plain_gated_mlp(expert) for expert in experts)
+    return fused(device, dtype) and all(_plain_gated_mlp(expert) for expert in experts)
 
 
 def _activation(expert: nn.Module):
@@ -76,9 +74,11 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     # slice ends from the sorted ids: unlike bincount on CUDA, no host sync for the largest id
     ends = torch.searchsorted(flat_expert[order], torch.arange(1, len(experts) + 1, device=x.device))
     tokens_per_expert = torch.diff(ends, prepend=ends.new_zeros(1))
-    if method == "grouped" or (method == "auto" and grouped_dispatch_supported(experts, x.device, x.dtype)):
-        expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot), experts, ends.to(torch.int32))
-        return torch.zeros_like(x).index_add_(0, token_of_slot, expert_out * weight_of_slot), tokens_per_expert
+    dtype = compute_dtype(x)
+    if method == "grouped" or (method == "auto" and grouped_dispatch_supported(experts, x.device, dtype)):
+        expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot).to(dtype), experts, ends.to(torch.int32))
+        weighted = (expert_out * weight_of_slot.to(dtype)).to(x.dtype)
+        return torch.zeros_like(x).index_add_(0, token_of_slot, weighted), tokens_per_expert
     out = torch.zeros_like(x)
     start = 0
     for expert, end in zip(experts, ends.tolist()):
@@ -92,12 +92,10 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
 def _grouped_gated_mlp(x_sorted: torch.Tensor, experts: Sequence[nn.Module], ends: torch.Tensor) -> torch.Tensor:
     """``down(act(gate(x)) * up(x))`` of every expert on its slice of ``x_sorted`` (ends: int32, (E,))."""
 
-    def stacked(name: str) -> torch.Tensor:
-        # (E, in, out) as a transposed view of the (E, out, in) stack: the column-major operand
-        # the grouped kernel wants; gradients reach each expert's own weight through the stack
-        return torch.stack([getattr(expert, name).weight for expert in experts]).to(x_sorted.dtype).transpose(1, 2)
+    def stacked(name: str) -> torch.Tensor:  # (E, out, in); gradients reach each expert's own weight
+        return torch.stack([getattr(expert, name).weight for expert in experts])
 
     # copies of one MLP, or experts built from one config: one activation for all
-    hidden = _activation(experts[0])(torch._grouped_mm(x_sorted, stacked("gate_proj"), offs=ends))
-    hidden = hidden * torch._grouped_mm(x_sorted, stacked("up_proj"), offs=ends)
-    return torch._grouped_mm(hidden, stacked("down_proj"), offs=ends)
+    hidden = _activation(experts[0])(grouped_mm(x_sorted, stacked("gate_proj"), ends))
+    hidden = hidden * grouped_mm(x_sorted, stacked("up_proj"), ends)
+    return grouped_mm(hidden, stacked("down_proj"), ends)

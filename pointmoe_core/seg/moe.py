@@ -103,7 +103,7 @@ class SparseMoE(nn.Module):
         return (f"dim={self.dim}, num_experts={self.num_experts}, top_k={self.top_k}, "
                 f"aux_loss_alpha={self.aux_loss_alpha}")
 
-    def dispatch_kernel(self, device: torch.device | str, dtype: torch.dtype) -> str:
+    def kernel(self, device: torch.device | str, dtype: torch.dtype) -> str:
         """How a forward of ``dtype`` tokens on ``device`` runs the experts: "grouped_mm" or "loop"."""
         grouped = self.dispatch == "grouped" or (
             self.dispatch == "auto" and grouped_dispatch_supported(self.experts, device, dtype))

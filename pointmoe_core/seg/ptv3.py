@@ -689,12 +689,13 @@ class PointTransformerMoE(nn.Module):
 
     def kernels(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, str]:
         """The kernels a forward on ``device`` in ``dtype`` (autocast's, else float32) runs:
-        ``sparse_conv`` ("spconv" or "torch"), ``attention`` ("flash_attn_varlen" or "sdpa") and
+        ``sparse_conv`` ("spconv", "torch" or "grouped_mm", joined by "+" where layers differ),
+        ``attention`` ("flash_attn_varlen" or "sdpa") and
         ``moe_dispatch`` ("grouped_mm", "loop", or "none" without MoE layers), so a user sees which
         fall-back was taken."""
-        conv = sorted({m.backend for m in self.modules() if isinstance(m, SubMConv3d)})
+        conv = sorted({m.kernel(device, dtype) for m in self.modules() if isinstance(m, SubMConv3d)})
         flash = self.config.enable_flash and flash_attn is not None and torch.device(device).type == "cuda"
-        dispatch = sorted({m.dispatch_kernel(device, dtype) for m in self.modules() if isinstance(m, SparseMoE)})
+        dispatch = sorted({m.kernel(device, dtype) for m in self.modules() if isinstance(m, SparseMoE)})
         return {"sparse_conv": "+".join(conv), "attention": "flash_attn_varlen" if flash else "sdpa",
                 "moe_dispatch": "+".join(dispatch) or "none"}
 

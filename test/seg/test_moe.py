@@ -81,17 +81,30 @@ def test_grouped_dispatch_equals_the_expert_loop(top_k):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_grouped_dispatch_runs_in_the_autocast_dtype():
+    torch.manual_seed(1)
+    moe = SparseMoE(16, num_experts=4, top_k=2).eval()
+    x = torch.randn(200, 16)
+    outputs = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for method in ("loop", "grouped"):
+            moe.dispatch = method
+            outputs[method] = moe(x)
+    assert outputs["grouped"].dtype == outputs["loop"].dtype
+    torch.testing.assert_close(outputs["grouped"], outputs["loop"], rtol=0.02, atol=0.02)
+
+
 def test_grouped_dispatch_is_chosen_only_where_a_fused_kernel_runs():
     moe = SparseMoE(16, num_experts=4, top_k=2)
     fused = "grouped_mm" if hasattr(torch, "_grouped_mm") else "loop"
-    assert moe.dispatch_kernel("cuda", torch.bfloat16) == fused
-    assert moe.dispatch_kernel("cuda", torch.float32) == "loop"
-    assert moe.dispatch_kernel("cpu", torch.bfloat16) == "loop"
-    assert SparseMoE(12).dispatch_kernel("cuda", torch.bfloat16) == "loop"  # 24-byte rows in bfloat16
+    assert moe.kernel("cuda", torch.bfloat16) == fused
+    assert moe.kernel("cuda", torch.float32) == "loop"
+    assert moe.kernel("cpu", torch.bfloat16) == "loop"
+    assert SparseMoE(12).kernel("cuda", torch.bfloat16) == "loop"  # 24-byte rows in bfloat16
     moe.dispatch = "loop"
-    assert moe.dispatch_kernel("cuda", torch.bfloat16) == "loop"
+    assert moe.kernel("cuda", torch.bfloat16) == "loop"
     moe.dispatch = "grouped"
-    assert moe.dispatch_kernel("cpu", torch.float32) == "grouped_mm"
+    assert moe.kernel("cpu", torch.float32) == "grouped_mm"
     moe.dispatch = "fastest"
     with pytest.raises(ValueError, match="unknown MoE dispatch 'fastest'"):
         moe(torch.randn(4, 16))

@@ -48,6 +48,51 @@ def test_torch_backend_equals_dense_conv3d(kernel_size, seed):
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_grouped_offset_products_equal_the_loop_and_dense_conv3d(kernel_size):
+    """CUDA's grouped-GEMM path (torch also runs it on a CPU, one GEMM per group): the loop's outputs
+    and gradients, on a sparse grid where most of the kernel's offsets meet no neighbour."""
+    torch.manual_seed(2)
+    grid_coord, batch = random_sparse_grid(2, extent=(9, 9, 9), points_per_cloud=(30, 12))
+    conv = SubMConv3d(8, 16, kernel_size, backend="torch")
+    results = {}
+    for products in ("loop", "grouped"):
+        conv.offset_products = products
+        feat = torch.randn(len(batch), 8, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+        out = conv(feat, grid_coord, batch)
+        results[products] = (out, *torch.autograd.grad(out.square().sum(), [feat, conv.weight, conv.bias]))
+    for got, want in zip(results["grouped"], results["loop"]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    expected = dense_reference(feat.detach(), grid_coord, batch, conv.weight.detach(), conv.bias.detach())
+    torch.testing.assert_close(results["grouped"][0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_offset_products_run_in_the_autocast_dtype():
+    grid_coord, batch = random_sparse_grid(4, extent=(9, 9, 9), points_per_cloud=(30, 12))
+    conv = SubMConv3d(8, 16, 3, backend="torch")
+    feat = torch.randn(len(batch), 8)  # float32, as the residual stream reaches the xCPE under autocast
+    outputs = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for products in ("loop", "grouped"):
+            conv.offset_products = products
+            outputs[products] = conv(feat, grid_coord, batch)
+    assert outputs["grouped"].dtype == outputs["loop"].dtype == torch.bfloat16
+    torch.testing.assert_close(outputs["grouped"], outputs["loop"], rtol=0.02, atol=0.02)
+
+
+def test_grouped_offset_products_are_chosen_only_where_a_fused_kernel_runs():
+    conv = SubMConv3d(16, 32, 3, backend="torch")
+    fused = "grouped_mm" if hasattr(torch, "_grouped_mm") else "torch"
+    assert conv.kernel("cuda", torch.bfloat16) == fused
+    assert conv.kernel("cuda", torch.float32) == conv.kernel("cpu", torch.bfloat16) == "torch"
+    assert SubMConv3d(6, 32, 3, backend="torch").kernel("cuda", torch.bfloat16) == "torch"  # 6 inputs: 24-byte rows
+    conv.offset_products = "grouped"
+    assert conv.kernel("cpu", torch.float32) == "grouped_mm"
+    conv.offset_products = "every"
+    with pytest.raises(ValueError, match="offset_products"):
+        conv.kernel("cpu", torch.float32)
+
+
 def test_neighbours_stay_inside_their_batch_element():
     # Two clouds occupying the same voxels: each must see only itself.
     grid_coord = torch.tensor([[0, 0, 0], [0, 0, 1]] * 2)

@@ -1,0 +1,32 @@
+"""Grouped GEMMs: many matrix products of different row counts as one kernel (``torch._grouped_mm``).
+
+Where a loop would run one GEMM per group (the MoE experts, :mod:`.moe`; the kernel offsets of the
+pure-torch sparse convolution, :mod:`..seg.sparse_conv`), the rows are laid out group after group
+and multiplied in one call, with the group ends staying on the device: no host sync and one launch
+instead of dozens, which on a GPU is most of the cost of small products. torch has a fused kernel
+for bfloat16 on CUDA (Hopper); elsewhere it runs one GEMM per group itself, as our loops do, so
+those stay.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype matrix products of ``tensor`` run in: autocast's where autocast is on for its device."""
+    kind = tensor.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else tensor.dtype
+
+
+def fused(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether a grouped GEMM in ``dtype`` on ``device`` is one fused kernel (bfloat16 on CUDA)."""
+    return hasattr(torch, "_grouped_mm") and torch.device(device).type == "cuda" and dtype == torch.bfloat16
+
+
+def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``rows[ends[g-1]:ends[g]] @ weights[g].T`` for every group g, stacked: rows (P, in), weights
+    (G, out, in) as ``nn.Linear`` stores them, ends (G,) int32 -> (P, out). Row widths must be
+    16-byte multiples (8 bfloat16 values) for the fused kernel."""
+    # (G, in, out) as a transposed view of the contiguous (G, out, in) stack: the column-major
+    # operand the kernel wants; gradients reach the weights through the view
+    return torch._grouped_mm(rows, weights.to(rows.dtype).contiguous().transpose(1, 2), offs=ends)
