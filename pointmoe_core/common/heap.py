@@ -8,9 +8,8 @@ threshold at the ceiling glibc documents (32 MiB on 64-bit; glibc 2.36 takes 1 G
 and trimming off, that memory stays mapped between clouds: the edge model's whole perception
 callback on one core is ~8 % faster at 30k points and ~10 % at 120k; tiny's, ten times the work,
 does not change (benchmarks/RESULTS.md). Both together: trimming off alone made the edge model 2.5x
-slower, the threshold alone a little slower. The
-price is a process that keeps its peak heap, as torch's CUDA caching allocator keeps GPU memory.
-Where the C library is not glibc nothing changes.
+slower, the threshold alone a little slower. The price is a process that keeps its peak heap, as
+torch's CUDA caching allocator keeps GPU memory. Where the C library is not glibc nothing changes.
 """
 from __future__ import annotations
 

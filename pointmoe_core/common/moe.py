@@ -61,8 +61,8 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     The N*k (token, slot) assignments are sorted by expert once, so each expert's tokens form one
     contiguous slice. ``method="loop"`` runs each expert on its slice (one GEMM each, the slice
     bounds read on the host); ``"grouped"`` runs all experts as three grouped GEMMs over the
-    sorted tokens, with the slice bounds staying on the device (no host sync, so CUDA graphs can
-    capture it); ``"auto"`` takes grouped where :func:`grouped_dispatch_supported` says so.
+    sorted tokens, with the slice bounds staying on the device (no host sync); ``"auto"`` takes
+    grouped where :func:`grouped_dispatch_supported` says so.
     Ascending expert order summed into zeros matches the official Point-MoE eval path.
     """
     if method not in DISPATCH_METHODS:
