@@ -19,8 +19,11 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 
 def fused(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether a grouped GEMM in ``dtype`` on ``device`` is one fused kernel (bfloat16 on CUDA)."""
-    return hasattr(torch, "_grouped_mm") and torch.device(device).type == "cuda" and dtype == torch.bfloat16
+    """Whether our layers take a grouped GEMM in ``dtype`` on ``device`` now: where it is one fused
+    kernel (bfloat16 on CUDA), in inference. With autograd on, training keeps the loops until a GPU
+    run has checked the fused kernel's backward in our layers (its CPU form is tested against them)."""
+    return (hasattr(torch, "_grouped_mm") and torch.device(device).type == "cuda" and dtype == torch.bfloat16
+            and not torch.is_grad_enabled())
 
 
 def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:

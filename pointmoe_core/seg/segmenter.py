@@ -98,8 +98,8 @@ class Segmenter:
         self.dtype = dtype  # float32 weights either way; bfloat16 / float16 run the forward under autocast
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        # what every forward runs: fixed here
-        self.kernels = self.model.backbone.kernels(self.device, AUTOCAST_DTYPES[dtype] or torch.float32)
+        with torch.no_grad():  # what every forward (an inference) runs: fixed here
+            self.kernels = self.model.backbone.kernels(self.device, AUTOCAST_DTYPES[dtype] or torch.float32)
         self.config: SegmentorConfig = model.config
         # e.g. OUTDOOR_INPUT for LiDAR scans through the indoor+outdoor Point-MoE-L
         self.input = input or self.config.input
