@@ -6,8 +6,8 @@
 #   bash benchmarks/gpu_checks.sh run OUT_DIR  # there, from the repo root, .gpu/ carried along
 #                                              # (git ignores it: name it where ignored files travel)
 # `prepare` downloads the pure-Python and manylinux wheels that `run` needs and that such an image
-# lacks (rosbags for the PointCloud2 messages, and its own needs) for `--python` (default 3.12),
-# and copies the parity fixture and one SemanticKITTI scan from ../shared/data. spconv's CUDA
+# lacks (rosbags for the PointCloud2 messages, and its own needs) for Python 3.12 (or the version
+# given after `prepare`), and copies the parity fixture and one SemanticKITTI scan from ../shared/data. spconv's CUDA
 # wheels (~70 MB each) are left out: the GPU path measured is our pure-torch sparse convolution.
 # `run` installs the wheels into /tmp/pointmoe-site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
