@@ -9,7 +9,7 @@
 # lacks (rosbags for the PointCloud2 messages, and its own needs) for Python 3.12 (or the version
 # given after `prepare`), and copies the parity fixture and one SemanticKITTI scan from ../shared/data. spconv's CUDA
 # wheels (~70 MB each) are left out: the GPU path measured is our pure-torch sparse convolution.
-# `run` installs the wheels into /tmp/pointmoe-site, then writes one log per check into OUT_DIR:
+# `run` installs the wheels into .gpu/site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
 # the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole
 # perception callback on 120k points at tiny / base / L in float32 and bfloat16 (bfloat16 once more
@@ -33,9 +33,9 @@ prepare() {
 run() {
     local out=${1:?usage: gpu_checks.sh run OUT_DIR}
     mkdir -p "$out"
-    python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/pointmoe-site .gpu/wheels/*.whl \
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --target .gpu/site .gpu/wheels/*.whl \
         || return 1
-    export PYTHONPATH="$PWD:/tmp/pointmoe-site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+    export PYTHONPATH="$PWD:$PWD/.gpu/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
     local scan=.gpu/data/semantickitti/000000.bin status=0
     check() {  # check NAME COMMAND...: run it, keep its output in OUT_DIR/NAME.log, note a failure
         echo "== $1: ${*:2}"

@@ -61,6 +61,7 @@ from machine import cpu_model
 from pointmoe_core.data.preprocess import grid_sample
 from pointmoe_core.io import read_kitti_bin
 from pointmoe_core.seg import load_config
+from pointmoe_core.seg.parity import load_fixture
 from pointmoe_core.seg.ptv3 import BackboneConfig, PointTransformerMoE
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
@@ -71,10 +72,8 @@ BACKENDS = ("spconv", "torch")
 
 
 # ---- the official backbone -------------------------------------------------------------------
-def segment_csr(src: torch.Tensor, indptr: torch.Tensor, out=None, reduce: str = "sum") -> torch.Tensor:
-    """torch_scatter.segment_csr for a 1-D ``indptr`` over dim 0, in plain torch."""
-    if out is not None:
-        raise NotImplementedError("segment_csr stand-in: out= is not supported")
+def segment_csr(src: torch.Tensor, indptr: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
+    """torch_scatter.segment_csr as the official pooling calls it (a 1-D ``indptr`` over dim 0), in plain torch."""
     return torch.segment_reduce(src, reduce, offsets=indptr, axis=0)
 
 
@@ -134,17 +133,6 @@ def official_l_kwargs(root: Path) -> dict:
 
 
 # ---- inputs ----------------------------------------------------------------------------------
-def fixture_inputs(fixture: Path) -> tuple[dict, dict, dict, np.ndarray]:
-    """kwargs, weights, data dict and the official output of the parity fixture."""
-    meta = json.loads(next(fixture.glob("*_meta.json")).read_text())
-    state = torch.load(next(fixture.glob("*_official.pth")), map_location="cpu", weights_only=True)
-    io = np.load(next(fixture.glob("*_io.npz")))
-    data = dict(coord=torch.from_numpy(io["coord"]).float(), grid_coord=torch.from_numpy(io["grid_coord"]).long(),
-                feat=torch.from_numpy(io["feat"]).float(), offset=torch.from_numpy(io["offset"]).long(),
-                grid_size=float(io["grid_size"]))
-    return meta["kwargs"], state, data, io["out_feat"]
-
-
 def scan_inputs(scan: Path, grid_size: float = 0.05) -> dict:
     """A KITTI scan voxelised over its whole extent: the first point of each voxel, in scan order."""
     cloud = read_kitti_bin(scan)
@@ -212,7 +200,8 @@ def bench_row(name: str, official: torch.nn.Module, ours: dict[str, Callable[[],
 
 # ---- rows ------------------------------------------------------------------------------------
 def tiny_row(official_cls: type, fixture: Path, repeats: int) -> dict:
-    kwargs, state, data, out_feat = fixture_inputs(fixture)
+    meta, state, io, data = load_fixture(fixture)
+    kwargs, out_feat = meta["kwargs"], io["out_feat"]
     official = official_cls(**kwargs).eval()
     official.load_state_dict(state, strict=True)
 

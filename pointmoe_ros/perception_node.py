@@ -165,14 +165,9 @@ class PerceptionNode(LifecycleNode):
     @staticmethod
     def info_message(summary: SegmentationSummary, header) -> SegmentationInfo:
         fields = info_fields(summary)
-        return SegmentationInfo(header=header, class_names=fields["class_names"],
-                                class_colors_rgb=fields["class_colors_rgb"].tobytes(),
-                                class_point_counts=fields["class_point_counts"].tolist(),
-                                inference_time=fields["inference_time"], points_in=fields["points_in"],
-                                points_dropped=fields["points_dropped"], warnings=fields["warnings"],
-                                sparse_conv_backend=fields["sparse_conv_backend"],
-                                attention_backend=fields["attention_backend"],
-                                moe_dispatch=fields["moe_dispatch"])
+        # rclpy wants bytes and a list where the ROS-free fields are numpy arrays
+        return SegmentationInfo(header=header, **{**fields, "class_colors_rgb": fields["class_colors_rgb"].tobytes(),
+                                                  "class_point_counts": fields["class_point_counts"].tolist()})
 
 
 def _number_or_auto(value: str | float) -> float | str:

@@ -47,6 +47,27 @@ def find_fixture(fixture_dir: str | Path) -> dict[str, Path]:
     return files
 
 
+def load_fixture(fixture_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, np.ndarray],
+                                                     dict[str, Any]]:
+    """The fixture's meta (official kwargs), the official state dict, its npz arrays and the
+    backbone's input dict (CPU tensors), as the official forward took it."""
+    files = find_fixture(fixture_dir)
+    meta = json.loads(files["meta"].read_text())
+    io = dict(np.load(files["io"]))
+    missing = [k for k in (*INPUT_KEYS, "out_feat") if k not in io]
+    if missing:
+        raise KeyError(f"{files['io'].name} lacks {missing}")
+    state = torch.load(files["weights"], map_location="cpu", weights_only=True)
+    data = dict(
+        coord=torch.from_numpy(io["coord"]).float(),
+        grid_coord=torch.from_numpy(io["grid_coord"]).long(),
+        feat=torch.from_numpy(io["feat"]).float(),
+        offset=torch.from_numpy(io["offset"]).long(),
+        grid_size=float(io["grid_size"]),
+    )
+    return meta, state, io, data
+
+
 def _max_abs(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
     a = a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     if a.shape != b.shape:
@@ -84,25 +105,10 @@ def run_parity(
     the number of weights loaded and the wall time. ``dtype`` "bfloat16" / "float16" runs the
     forward under ``torch.autocast`` to measure the error of reduced precision (float32 weights).
     """
-    files = find_fixture(fixture_dir)
-    meta = json.loads(files["meta"].read_text())
-    io = dict(np.load(files["io"]))
-    missing = [k for k in (*INPUT_KEYS, "out_feat") if k not in io]
-    if missing:
-        raise KeyError(f"{files['io'].name} lacks {missing}")
-
+    meta, state, io, data = load_fixture(fixture_dir)
     model = PointTransformerMoE.from_official_kwargs(meta["kwargs"], conv_backend=conv_backend)
-    state = torch.load(files["weights"], map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     model.eval().to(device)
-
-    data = dict(
-        coord=torch.from_numpy(io["coord"]).float(),
-        grid_coord=torch.from_numpy(io["grid_coord"]).long(),
-        feat=torch.from_numpy(io["feat"]).float(),
-        offset=torch.from_numpy(io["offset"]).long(),
-        grid_size=float(io["grid_size"]),
-    )
     data = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
     perms = torch.from_numpy(io["pool_perms"]).long() if "pool_perms" in io else None
 

@@ -269,7 +269,7 @@ class Segmenter:
         num_fragments = min(self.max_fragments, grid.num_fragments)
         voxel_probs: torch.Tensor | None = None
         point_probs: torch.Tensor | None = None
-        hits = torch.zeros(len(raw_xyz), dtype=torch.long, device=self.device)
+        hits: torch.Tensor | None = None  # fragments each point was in, when there are several
         voxel_experts = None
         for fragment in range(num_fragments):
             rows = grid.fragment(fragment)[run]
@@ -279,6 +279,7 @@ class Segmenter:
             if num_fragments > 1:
                 if point_probs is None:
                     point_probs = probs.new_zeros((len(probs), len(raw_xyz)))
+                    hits = torch.zeros(len(raw_xyz), dtype=torch.long, device=self.device)
                 point_probs[:, rows] += probs  # a fragment holds each point at most once
                 hits[rows] += 1
             if want_experts:
@@ -290,8 +291,8 @@ class Segmenter:
         row_of_point = source[grid.voxel]
         voxel_label, voxel_score = argmax_over_rows(voxel_probs)
         labels, scores = voxel_label[row_of_point], (voxel_score / num_fragments)[row_of_point]
-        covered = torch.nonzero(hits).squeeze(1)
-        if len(covered):
+        if hits is not None:  # a point seen in some fragments takes its own mean prediction
+            covered = torch.nonzero(hits).squeeze(1)
             labels[covered], scores[covered] = argmax_over_rows(point_probs[:, covered] / hits[covered])
         experts = None
         if voxel_experts is not None:
