@@ -74,14 +74,3 @@ def segmentation_loss(
     lovasz = lovasz_softmax(logits.softmax(-1), target, config.ignore_index)
     loss = config.ce_weight * ce + config.lovasz_weight * lovasz
     return {"loss": loss, "ce": ce.detach(), "lovasz": lovasz.detach()}
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      temperature: float = 1.0) -> torch.Tensor:
-    """Hinton et al.'s knowledge distillation: KL(teacher || student) between the class
-    distributions softened by ``temperature``, times T^2 (so its gradients keep their size as T
-    changes), averaged over points; in float32. Masked classes (``MASKED_LOGIT`` in both) have
-    probability zero on both sides and add nothing."""
-    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2

@@ -57,7 +57,7 @@ from ..common.training import NONFINITE_PATIENCE, NonFiniteGuard, RunLog
 from .datasets import DatasetEntry, parse_entries
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .evaluate import MODEL_INPUT_KEYS, eval_datasets, evaluate, format_results, mean_miou, to_device
-from .losses import LossConfig, distillation_loss, segmentation_loss
+from .losses import LossConfig, segmentation_loss
 
 
 @dataclass
@@ -95,12 +95,6 @@ class SegTrainConfig(YamlConfig):
     # start from these weights (ours or official, e.g. a shipped checkpoint): fine-tuning; the
     # model built from this config must have the same shapes
     init_from: str = ""
-    # knowledge distillation (Hinton et al. 2015): a trained segmentation checkpoint whose softened
-    # class distribution the model also learns, e.g. the shipped tiny for a smaller edge model.
-    # Its text dimension must match; it scores the same class table (this model's embeddings).
-    teacher: str = ""
-    distill_weight: float = 1.0
-    distill_temperature: float = 2.0
     checkpoint_every: int = 0  # steps; 0: only at epoch ends
     keep_last: int = 3  # step checkpoints kept; 0 keeps all
     eval_every: int = 1  # epochs between evaluations; 0: only after the last
@@ -147,23 +141,6 @@ def build_model(model_config: SegmentorConfig) -> PointMoESegmentor:
     if isinstance(model.head, LanguageGuidedHead):
         model.head.set_class_embedding(TextEncoder(model_config.text).encode(model_config.class_names))
     return model
-
-
-def load_teacher(path: str, core_config: SegmentorConfig, device: torch.device) -> PointMoESegmentor:
-    """The frozen distillation teacher, in eval mode; it scores ``core_config``'s class table."""
-    from pointmoe_core.seg.convert import load_segmentor
-
-    teacher = load_segmentor(path)
-    if not isinstance(teacher.head, LanguageGuidedHead) or teacher.config.head.text_dim != core_config.head.text_dim:
-        raise ValueError(f"teacher {path} needs a language head with text_dim {core_config.head.text_dim} "
-                         "(the model's), to score the model's class table")
-    if teacher.config.text != core_config.text:
-        raise ValueError(f"teacher {path} embeds class names with {teacher.config.text}, the model with "
-                         f"{core_config.text}: their class tables would not compare")
-    if teacher.config.backbone.in_channels != core_config.backbone.in_channels:
-        raise ValueError(f"teacher {path} takes {teacher.config.backbone.in_channels} input channels, "
-                         f"the model {core_config.backbone.in_channels}")
-    return teacher.to(device).eval().requires_grad_(False)
 
 
 def param_groups(model: nn.Module, lr: float, block_lr: float) -> list[dict[str, Any]]:
@@ -264,7 +241,6 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
 
         model.load_state_dict(read_checkpoint(config.init_from).state_dict)
     # ranks share the initial weights (seed above), then draw their own drop-path masks
-    teacher = load_teacher(config.teacher, core_config=model.config, device=device) if config.teacher else None
     torch.manual_seed(config.seed + context.rank)
     optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.block_lr), lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -333,19 +309,13 @@ def _train(config: SegTrainConfig, resume: bool, context: DistributedContext) ->
             parts = segmentation_loss(logits, target, loss_config)
             aux = core.backbone.aux_loss()
             loss = parts["loss"] if aux is None else parts["loss"] + aux
-            if teacher is not None:
-                with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    teacher_logits = teacher(dict(inputs), class_mask=class_mask,
-                                             text_embedding=core.head.class_embedding)
-                parts["distill"] = distillation_loss(logits, teacher_logits, config.distill_temperature)
-                loss = loss + config.distill_weight * parts["distill"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
             # reduced over ranks, so that every rank takes the same decision below
             logged = {key: float(all_reduce_mean(value.detach()))
-                      for key, value in {**parts, "loss": loss}.items() if key in ("loss", "ce", "lovasz", "distill")}
+                      for key, value in (("loss", loss), ("ce", parts["ce"]), ("lovasz", parts["lovasz"]))}
             logged["aux"] = 0.0 if aux is None else float(all_reduce_mean(aux.detach()))
             lrs = scheduler.get_last_lr()  # the rates this step used
             if guard.allows(logged["loss"], grad_norm, step + 1):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pointmoe_core.seg.head import mask_logits
-from pointmoe_core.train.losses import LossConfig, distillation_loss, lovasz_softmax, segmentation_loss
+from pointmoe_core.train.losses import LossConfig, lovasz_softmax, segmentation_loss
 
 
 def jaccard_loss(errors: set[int], foreground: set[int]) -> float:
@@ -74,28 +74,3 @@ def test_loss_weights_and_all_ignored_batch():
     empty = segmentation_loss(logits, torch.full((4,), -1))
     empty["loss"].backward()  # still differentiable, so DDP ranks without labels keep in step
     assert empty["loss"].item() == 0.0 and torch.all(logits.grad == 0)
-
-
-@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
-def test_distillation_is_the_mean_kl_of_softened_distributions(temperature):
-    torch.manual_seed(0)
-    student, teacher = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64)
-    expected = 0.0
-    for s, t in zip(student.tolist(), teacher.tolist()):  # one point at a time, from the definition
-        p = np.exp(np.array(t) / temperature) / np.exp(np.array(t) / temperature).sum()
-        q = np.exp(np.array(s) / temperature) / np.exp(np.array(s) / temperature).sum()
-        expected += float((p * np.log(p / q)).sum()) / len(student)
-    assert distillation_loss(student, teacher, temperature).item() == pytest.approx(expected * temperature**2, rel=1e-5)
-    assert distillation_loss(teacher, teacher, temperature).item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_distillation_ignores_masked_classes():
-    torch.manual_seed(1)
-    student = torch.randn(6, 5, requires_grad=True)
-    teacher = torch.randn(6, 5)
-    valid = torch.tensor([True, False, True, True, False])
-    masked = distillation_loss(mask_logits(student, valid), mask_logits(teacher, valid), 2.0)
-    sub = distillation_loss(student[:, valid], teacher[:, valid], 2.0)
-    assert torch.isfinite(masked) and masked.item() == pytest.approx(sub.item(), rel=1e-5)
-    masked.backward()
-    assert torch.all(student.grad[:, ~valid] == 0)

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import math
 import os
@@ -14,18 +13,10 @@ import torch
 
 from pointmoe_core import cli
 from pointmoe_core.common.checkpoint import latest_checkpoint, load_checkpoint
-from pointmoe_core.seg.model import load_config
 from pointmoe_core.seg.segmenter import Segmenter
 from pointmoe_core.train import seg_trainer
 from pointmoe_core.train.losses import segmentation_loss
-from pointmoe_core.train.seg_trainer import (
-    SegTrainConfig,
-    global_target,
-    load_teacher,
-    model_config_for,
-    param_groups,
-    train,
-)
+from pointmoe_core.train.seg_trainer import SegTrainConfig, global_target, model_config_for, param_groups, train
 
 from .conftest import REPO
 
@@ -141,33 +132,3 @@ def test_a_nan_step_is_skipped_and_a_nan_run_stops(write_config, monkeypatch):
     monkeypatch.setattr(seg_trainer, "segmentation_loss", loss_nan_at({1, 2, 3}))
     with pytest.raises(FloatingPointError, match="not finite for 2 steps"):
         train(SegTrainConfig.load(write_config("all_nan", max_steps=3)))
-
-
-def test_a_teacher_is_distilled_and_stays_frozen(write_config):
-    teacher_run = train(SegTrainConfig.load(write_config("teacher", max_steps=1)))
-    teacher_file = teacher_run["checkpoint"]
-    before = load_checkpoint(teacher_file)["state_dict"]
-    summary = train(SegTrainConfig.load(write_config("student", max_steps=2, teacher=str(teacher_file),
-                                                     distill_temperature=3.0)))
-    entries = [json.loads(line) for line in (Path(summary["output_dir"]) / "log.jsonl").read_text().splitlines()]
-    distill = [e["distill"] for e in entries if "distill" in e]
-    assert len(distill) == 2 and all(math.isfinite(d) and d >= 0 for d in distill)
-    # the logged loss is the whole objective: segmentation + distillation + load balancing
-    assert all(e["loss"] >= e["ce"] + e["lovasz"] + e["distill"] - 1e-5 for e in entries if "distill" in e)
-    after = load_checkpoint(teacher_file)["state_dict"]
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    model_config = load_config(SegTrainConfig.load(write_config()).model)
-    teacher = load_teacher(str(teacher_file), model_config, torch.device("cpu"))
-    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-
-
-def test_a_teacher_of_another_input_or_text_width_is_refused(write_config):
-    teacher_file = train(SegTrainConfig.load(write_config("teacher", max_steps=1)))["checkpoint"]
-    config = load_config(SegTrainConfig.load(write_config()).model)
-    colour_only = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, in_channels=3),
-                                      input=dataclasses.replace(config.input, feat_keys=("color",)))
-    with pytest.raises(ValueError, match="takes 6 input channels, the model 3"):
-        load_teacher(str(teacher_file), colour_only, torch.device("cpu"))
-    other_text = dataclasses.replace(config, head=dataclasses.replace(config.head, text_dim=512))
-    with pytest.raises(ValueError, match="text_dim 512"):
-        load_teacher(str(teacher_file), other_text, torch.device("cpu"))
