@@ -48,7 +48,7 @@ def main() -> None:
                         help="a 3D-MoE planner's LLM weights; several: each planner in each, side by side")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--llm-folder", help="a 3D-MoE planner's base LLM from this Hugging Face folder instead of "
-                        "its saved source (the same model stored elsewhere, or its shapes with other weights)")
+                        "its saved source (the same model stored elsewhere)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
