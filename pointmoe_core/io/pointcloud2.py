@@ -50,13 +50,16 @@ RECENTRE_ABOVE_M = 1e4
 MAX_COORDINATE_M = 1e8
 
 
-def recentre_origin(xyz: np.ndarray) -> np.ndarray | None:
+def recentre_origin(xyz: np.ndarray, plausible: np.ndarray | None = None) -> np.ndarray | None:
     """A whole-metre float64 offset to subtract from ``xyz`` when its points lie far from their frame's
     origin (the median beyond ``RECENTRE_ABOVE_M``), else None. Whole metres keep the voxel grid
-    where it was; rows that are not finite or beyond ``MAX_COORDINATE_M`` do not move the median."""
-    plausible = xyz[rows_all(np.isfinite(xyz) & (np.abs(xyz) <= MAX_COORDINATE_M))]
-    if not len(plausible):
+    where it was; rows that are not finite or beyond ``MAX_COORDINATE_M`` do not move the median.
+    ``plausible``: the mask of the other rows where the caller has it already."""
+    if plausible is None:
+        plausible = rows_all(np.isfinite(xyz) & (np.abs(xyz) <= MAX_COORDINATE_M))
+    if not plausible.any():
         return None
+    plausible = xyz if plausible.all() else xyz[plausible]  # no copy of a clean cloud
     # the median lies inside the bounding box: a box near the origin needs no median (10x its cost)
     if max(-float(plausible.min()), float(plausible.max())) <= RECENTRE_ABOVE_M:
         return None

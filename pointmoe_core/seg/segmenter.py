@@ -347,7 +347,7 @@ def _sanitize(coord: np.ndarray, parts: dict[str, np.ndarray | None], max_range:
         valid &= ~corrupt
         warnings.append(f"dropped {int(corrupt.sum())} of {n} points beyond {MAX_COORDINATE_M:.0e} m, no place "
                         "on Earth (label -1, score 0)")
-    origin = recentre_origin(coord[valid])
+    origin = recentre_origin(coord, valid)
     if origin is not None:
         warnings.append(recentred_note(origin))
     if max_range is not None and valid.any():
