@@ -173,6 +173,37 @@ def test_an_outline_blurred_into_the_table_is_recollected_by_its_colour():
     assert np.array_equal(object_points(xyz, rgb, ids, block_id), np.flatnonzero(ids == block_id))
 
 
+def test_an_outline_is_recollected_only_where_its_colour_connects_to_it():
+    """Two outlines of one colour 5 cm apart, within one object's span of each other: the
+    instance's outline comes back whole, its twin (beyond 2 * eps of it) stays out."""
+    step = 0.005
+    grid = np.arange(0.2, 0.8 + step / 2, step)
+    table = np.array([(x, y, 0.0) for x in grid for y in grid])
+    ring = lambda centre: np.abs(np.max(np.abs(table[:, :2] - centre), axis=1) - 0.05) < step / 2  # noqa: E731
+    mine, twin = ring([0.35, 0.5]), ring([0.5, 0.5])  # 10 cm squares, 5 cm apart
+    assert not np.any(mine & twin)
+    rgb = np.where((mine | twin)[:, None], [40, 120, 220], [47, 47, 47]).astype(np.uint8)
+    ids = np.full(len(table), -1)
+    ids[np.flatnonzero(mine)[::3]] = 0  # the segmentation caught a third of the outline
+    assert np.array_equal(object_points(table, rgb, ids, 0), np.flatnonzero(mine))
+
+
+def test_connected_parts_match_open3d_dbscan_with_one_point_per_core():
+    o3d = pytest.importorskip("open3d")
+    from scipy.spatial import cKDTree
+
+    from pointmoe_core.plan.instances import _components
+
+    xyz = np.random.default_rng(0).uniform(0, 0.3, size=(600, 3)) * [1, 1, 0.1]
+    ours = _components(len(xyz), cKDTree(xyz).query_pairs(0.02, output_type="ndarray"))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
+    theirs = np.asarray(cloud.cluster_dbscan(eps=0.02, min_points=1))
+    assert len(np.unique(ours)) > 5  # several parts, not one blob
+    # the same partition: each of our parts is exactly one of theirs
+    pairs = set(zip(ours.tolist(), theirs.tolist()))
+    assert len(pairs) == len(np.unique(ours)) == len(np.unique(theirs))
+
+
 def _cube(centre_xy, side=0.04, step=0.005):
     """The visible surface of a block standing on the table, on the 5 mm voxel grid: its points
     (N, 3) and which of them are its top face."""
