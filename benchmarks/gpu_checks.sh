@@ -2,19 +2,23 @@
 # The GPU measurements of benchmarks/RESULTS.md in one run, on a CUDA machine that has its own
 # Python and torch but none of our other dependencies and no network (a lent H100/H200).
 #
-#   bash benchmarks/gpu_checks.sh prepare      # here, with network: wheels + data into .gpu/ (~12 MB)
+#   bash benchmarks/gpu_checks.sh prepare      # here, with network: wheels + data into .gpu/ (~18 MB)
 #   bash benchmarks/gpu_checks.sh run OUT_DIR  # there, from the repo root, .gpu/ carried along
 #                                              # (git ignores it: name it where ignored files travel)
 # `prepare` downloads the pure-Python and manylinux wheels that `run` needs and that such an image
 # lacks (rosbags for the PointCloud2 messages, and its own needs) for Python 3.12 (or the version
 # given after `prepare`), and copies the parity fixture and one SemanticKITTI scan from ../shared/data. spconv's CUDA
 # wheels (~70 MB each) are left out: the GPU path measured is our pure-torch sparse convolution.
+# For the 3D-MoE planner it renders three held-out demo episodes with our simulator and keeps
+# SmolLM2-135M's config and tokenizer, not its weights (94 MB as GGUF, over what a call carries):
+# there the planner runs on random weights of that architecture, which take the same time.
 # `run` installs the wheels into .gpu/site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
 # the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole
 # perception callback on 120k points at tiny / base / L in float32 and bfloat16 (bfloat16 once more
-# with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), and an operator
-# profile and the host syncs of one L callback.
+# with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), the 3D-MoE
+# planner's plan (LLM in float32 and bfloat16), and an operator profile and the host syncs of one
+# L callback.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +31,12 @@ prepare() {
         rosbags apsw backports.zstd lz4 ruamel.yaml || return 1
     cp -r ../shared/data/parity .gpu/data/parity
     cp ../shared/data/semantickitti/sequences/00/velodyne/000000.bin .gpu/data/semantickitti/
+    python3 -m pointmoe_core.cli sim demos --task pick-and-place-primitive --task put-block-into-matching-bowl \
+        --task stack-block-in-absolute-area --image-size 240x320 --episodes 1 --split test --seed 1000 \
+        --out .gpu/data/demos || return 1
+    local llm
+    llm=$(python3 -c "from pointmoe_core.plan.llm import smollm2_float; print(smollm2_float())") || return 1
+    mkdir -p .gpu/llm && find "$llm" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} .gpu/llm/ \;
     du -sh .gpu
 }
 
@@ -57,6 +67,9 @@ import sys, torch; print(sys.version.split()[0], torch.__version__, torch.versio
     done
     check perception_bfloat16_loops python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
         --configs tiny L --points 120000 --backends torch --repeats 5 --scan "$scan" --loops --json
+    check planner python3 benchmarks/planner_latency.py --device cuda --demos .gpu/data/demos \
+        --planner checkpoints/planner_3d_moe --llm-folder .gpu/llm --llm-random-weights \
+        --llm-dtype float32 bfloat16 --frames 10 --repeats 5 --json
     check perception_L_profile python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
         --configs L --points 120000 --backends torch --repeats 1 --scan "$scan" --profile 25
     return $status

@@ -11,14 +11,21 @@ plans, on ``--threads`` torch threads, with a 3D-MoE planner's LLM in each ``--l
 are against the first planner given. Each planner's start-up (``load_planner`` to ready, imports
 excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes it on a first
 start) is printed beside it. ``--device cuda`` plans on a GPU; ``--llm-folder`` loads a 3D-MoE
-planner's base LLM from a Hugging Face folder instead of its saved source.
+planner's base LLM from a Hugging Face folder instead of its saved source. With
+``--llm-random-weights`` that folder needs only its config and tokenizer: the LLM gets seeded random
+weights of that architecture, which plan nonsense in the same time (nothing in a plan's work
+depends on the weights' values but which experts the routers pick), for a machine the real weights
+cannot reach.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from machine import cpu_model
@@ -37,6 +44,19 @@ def plan_ms(planner, frames, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def random_weights_folder(source: str, seed: int = 0) -> str:
+    """A model folder with ``source``'s config and tokenizer files and seeded random weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(tempfile.mkdtemp(prefix="random-llm-"))
+    for file in Path(source).iterdir():
+        if file.is_file() and file.suffix not in (".safetensors", ".bin"):
+            shutil.copy(file, folder)
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source)).save_pretrained(folder)
+    return str(folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demos", required=True, help="demo folder of `pointmoe sim demos`")
@@ -49,29 +69,37 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--llm-folder", help="a 3D-MoE planner's base LLM from this Hugging Face folder instead of "
                         "its saved source (the same model stored elsewhere)")
+    parser.add_argument("--llm-random-weights", action="store_true",
+                        help="with --llm-folder: its architecture and tokenizer, seeded random weights (timing only)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.llm_random_weights and not args.llm_folder:
+        parser.error("--llm-random-weights needs --llm-folder (the config and tokenizer to build it from)")
     torch.set_num_threads(args.threads)
+    llm_folder = random_weights_folder(args.llm_folder) if args.llm_random_weights else args.llm_folder
     frames = load_demo_frames(args.demos)
     frames = frames[:: max(1, len(frames) // args.frames)][: args.frames]
     device = torch.device(args.device)
     machine = f"{cpu_model()}, {args.threads} torch thread(s)"
     if device.type == "cuda":
         machine = torch.cuda.get_device_name(device)
-    print(f"{machine}, {len(frames)} frames x {args.repeats}")
+    weights = " (LLM: random weights of its architecture)" if args.llm_random_weights else ""
+    print(f"{machine}, {len(frames)} frames x {args.repeats}{weights}")
     results, startup = {}, {}
     for path in args.planner:
         for dtype in args.llm_dtype:
             name = path if len(args.llm_dtype) == 1 else f"{path} ({dtype})"
             start = time.perf_counter()
-            planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=args.llm_folder)
+            planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=llm_folder)
             startup[name] = time.perf_counter() - start
             results[name] = plan_ms(planner, frames, args.repeats)
     first = next(iter(results.values()))
     for name, ms in results.items():
         print(f"{name}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[name]:.1f} s")
+    if llm_folder != args.llm_folder:
+        shutil.rmtree(llm_folder)
     if args.json:
-        print(json.dumps({"ms_per_plan": results, "startup_s": startup}))
+        print(json.dumps({"ms_per_plan": results, "startup_s": startup, "llm_random_weights": args.llm_random_weights}))
 
 
 if __name__ == "__main__":
