@@ -18,16 +18,23 @@ ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
 DISPATCH_METHODS = ("auto", "loop", "grouped")
 
 
-def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, num_experts: int, alpha: float) -> torch.Tensor:
+def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, num_experts: int, alpha: float,
+                      token_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Switch-style auxiliary loss ``alpha * E * sum_i mean_prob_i * frac_i``.
 
     ``frac_i`` is the share of the N*k slot assignments routed to expert i; it carries no
     gradient, so the router learns through ``mean_prob``. Perfectly uniform routing gives alpha.
+    ``token_mask`` (N,) bool leaves tokens out (padding). Counted by ``index_add_`` and masked by
+    multiplication, not ``bincount`` and boolean indexing, so on a GPU nothing waits for the host.
     """
     if alpha == 0 or probs.shape[0] == 0:
         return probs.new_zeros(())
-    frac = torch.bincount(topk_idx.flatten(), minlength=num_experts).to(probs.dtype) / topk_idx.numel()
-    return alpha * num_experts * (probs.mean(0) * frac).sum()
+    weight = probs.new_ones(probs.shape[0]) if token_mask is None else token_mask.to(probs.dtype)
+    tokens = weight.sum().clamp_min(1)
+    slots = weight.unsqueeze(1).expand_as(topk_idx).flatten()
+    frac = probs.new_zeros(num_experts).index_add_(0, topk_idx.flatten(), slots) / (tokens * topk_idx.shape[1])
+    mean_prob = (probs * weight.unsqueeze(1)).sum(0) / tokens
+    return alpha * num_experts * (mean_prob * frac.detach()).sum()
 
 
 def grouped_dispatch_supported(experts: Sequence[nn.Module], device: torch.device | str,
@@ -46,10 +53,20 @@ def _activation(expert: nn.Module):
     return getattr(expert, "act_fn", None) or ACTIVATIONS.get(getattr(expert, "act", None))
 
 
+def _projection(expert: nn.Module, name: str) -> nn.Linear | None:
+    """The ``nn.Linear`` that ``expert.<name>`` computes: the layer itself, or the base layer of a
+    LoRA-wrapped one whose adapters are merged into its weight (peft's ``merge``: its forward is
+    then the base layer alone); None for anything else."""
+    layer = getattr(expert, name, None)
+    if getattr(layer, "merged", False) and not getattr(layer, "disable_adapters", False):
+        layer = getattr(layer, "base_layer", None)
+    return layer if type(layer) is nn.Linear else None
+
+
 def _plain_gated_mlp(expert: nn.Module) -> bool:
-    layers = [getattr(expert, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+    layers = [_projection(expert, name) for name in ("gate_proj", "up_proj", "down_proj")]
     return (_activation(expert) is not None
-            and all(type(layer) is nn.Linear and layer.bias is None for layer in layers)
+            and all(layer is not None and layer.bias is None for layer in layers)
             and all(size % 8 == 0 for size in layers[0].weight.shape))
 
 
@@ -93,7 +110,7 @@ def _grouped_gated_mlp(x_sorted: torch.Tensor, experts: Sequence[nn.Module], end
     """``down(act(gate(x)) * up(x))`` of every expert on its slice of ``x_sorted`` (ends: int32, (E,))."""
 
     def stacked(name: str) -> torch.Tensor:  # (E, out, in); gradients reach each expert's own weight
-        return torch.stack([getattr(expert, name).weight for expert in experts])
+        return torch.stack([_projection(expert, name).weight for expert in experts])
 
     # copies of one MLP, or experts built from one config: one activation for all
     hidden = _activation(experts[0])(grouped_mm(x_sorted, stacked("gate_proj"), ends))

@@ -87,7 +87,7 @@ class MoEMLP(nn.Module):
         is_3d = self._flat_mask("modality", self.modality_mask, hidden_states.shape[:-1], False, x.device)
         real = self._flat_mask("token", self.token_mask, hidden_states.shape[:-1], True, x.device)
         # padding is routed like any token but neither balanced nor counted
-        self.aux_loss = load_balance_loss(probs[real], topk_idx[real], self.num_experts, alpha=1.0)
+        self.aux_loss = load_balance_loss(probs, topk_idx, self.num_experts, alpha=1.0, token_mask=real)
         self.last_topk_idx = topk_idx.detach()
         self._count(topk_idx.detach(), is_3d, real)
         return out.reshape(hidden_states.shape)
@@ -104,11 +104,12 @@ class MoEMLP(nn.Module):
         return mask.reshape(-1).to(device)
 
     def _count(self, topk_idx: torch.Tensor, is_3d: torch.Tensor, real: torch.Tensor) -> None:
-        # one bincount over (modality, expert) pairs instead of a loop over experts
-        size = 2 * self.num_experts
-        pairs = (is_3d.long().unsqueeze(1) * self.num_experts + topk_idx)[real]
-        self.routed_tokens += torch.bincount(pairs.flatten(), minlength=size).view(2, -1)
-        self.first_choice_tokens += torch.bincount(pairs[:, 0], minlength=size).view(2, -1)
+        # one count over (modality, expert) pairs, padding counted as 0: neither a loop over experts
+        # nor a bincount or boolean index, which on a GPU would wait for the host in every layer
+        pairs = is_3d.long().unsqueeze(1) * self.num_experts + topk_idx
+        counted = real.long()
+        self.routed_tokens.view(-1).index_add_(0, pairs.flatten(), counted.unsqueeze(1).expand_as(pairs).flatten())
+        self.first_choice_tokens.view(-1).index_add_(0, pairs[:, 0], counted)
 
 
 def moe_layers(model: nn.Module) -> list[MoEMLP]:

@@ -17,7 +17,7 @@ from pointmoe_core.plan.llm_moe import (
     routing_report,
     set_modality_mask,
 )
-from pointmoe_core.plan.lora import LoRAConfig, apply_lora
+from pointmoe_core.plan.lora import LoRAConfig, apply_lora, merge_adapters
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
@@ -94,10 +94,10 @@ def test_router_topk_and_weights_match_per_token_loop(top_k):
     torch.testing.assert_close(weights.sum(-1), torch.ones(15))
 
 
-def test_llama_experts_run_as_grouped_gemms_until_lora_wraps_them():
+def test_llama_experts_run_as_grouped_gemms_unless_lora_adapters_are_unmerged():
     """The same dispatch as Point-MoE's: LLaMA MLP copies are plain gated MLPs, so on CUDA in bfloat16
     they run as grouped GEMMs (here forced on the CPU: same logits as the expert loop); LoRA's wrapped
-    layers keep the loop."""
+    layers keep the loop while they train, and are grouped again once merged for inference."""
     model = convert_llama_to_moe(tiny_llama(), 4, 2)
     layer = moe_layers(model)[0]
     for expert in layer.experts:  # distinct experts, so a wrong slice shows up
@@ -114,6 +114,16 @@ def test_llama_experts_run_as_grouped_gemms_until_lora_wraps_them():
         assert grouped_dispatch_supported(layer.experts, "cuda", torch.bfloat16) == hasattr(torch, "_grouped_mm")
         apply_lora(model, LoRAConfig(r=2, alpha=4, target_modules=("gate_proj", "up_proj", "down_proj")))
         assert not grouped_dispatch_supported(layer.experts, "cuda", torch.bfloat16)
+        model.eval()  # the adapters' new dropout modules start in training mode
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: make the merge change the weights
+                nn.init.normal_(param, std=0.2)
+        adapted, _ = dispatch_to_experts(x, layer.experts, weights, experts, "loop")
+        assert not torch.allclose(adapted, loop, atol=1e-3)
+        merge_adapters(model)
+        assert grouped_dispatch_supported(layer.experts, "cuda", torch.bfloat16) == hasattr(torch, "_grouped_mm")
+        merged, _ = dispatch_to_experts(x, layer.experts, weights, experts, "grouped")
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-4)
 
 
 def test_router_learns_from_the_task_loss_at_top1():
