@@ -2,7 +2,7 @@
 # The GPU measurements of benchmarks/RESULTS.md in one run, on a CUDA machine that has its own
 # Python and torch but none of our other dependencies and no network (a lent H100/H200).
 #
-#   bash benchmarks/gpu_checks.sh prepare      # here, with network: wheels + data into .gpu/ (~18 MB)
+#   bash benchmarks/gpu_checks.sh prepare      # here, with network: wheels + data into .gpu/ (~19 MB)
 #   bash benchmarks/gpu_checks.sh run OUT_DIR  # there, from the repo root, .gpu/ carried along
 #                                              # (git ignores it: name it where ignored files travel)
 # `prepare` downloads the pure-Python and manylinux wheels that `run` needs and that such an image
@@ -11,7 +11,7 @@
 # wheels (~70 MB each) are left out: the GPU path measured is our pure-torch sparse convolution.
 # For the 3D-MoE planner it renders three held-out demo episodes with our simulator and keeps
 # SmolLM2-135M's config and tokenizer, not its weights (94 MB as GGUF, over what a call carries):
-# there the planner runs on random weights of that architecture, which take the same time.
+# there the planner runs on random weights of that architecture, which take about the same time.
 # `run` installs the wheels into .gpu/site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
 # the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole

@@ -13,8 +13,9 @@ excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes i
 start) is printed beside it. ``--device cuda`` plans on a GPU; ``--llm-folder`` loads a 3D-MoE
 planner's base LLM from a Hugging Face folder instead of its saved source. With
 ``--llm-random-weights`` that folder needs only its config and tokenizer: the LLM gets seeded random
-weights of that architecture, which plan nonsense in the same time (nothing in a plan's work
-depends on the weights' values but which experts the routers pick), for a machine the real weights
+weights of that architecture, which plan nonsense in about the same time (a plan's work depends on
+the weights only through which experts the routers pick and which objects the plan acts on; on a
+CPU 4-7 % less than with the real weights, benchmarks/RESULTS.md), for a machine the real weights
 cannot reach.
 """
 from __future__ import annotations
@@ -76,7 +77,6 @@ def main() -> None:
     if args.llm_random_weights and not args.llm_folder:
         parser.error("--llm-random-weights needs --llm-folder (the config and tokenizer to build it from)")
     torch.set_num_threads(args.threads)
-    llm_folder = random_weights_folder(args.llm_folder) if args.llm_random_weights else args.llm_folder
     frames = load_demo_frames(args.demos)
     frames = frames[:: max(1, len(frames) // args.frames)][: args.frames]
     device = torch.device(args.device)
@@ -86,18 +86,21 @@ def main() -> None:
     weights = " (LLM: random weights of its architecture)" if args.llm_random_weights else ""
     print(f"{machine}, {len(frames)} frames x {args.repeats}{weights}")
     results, startup = {}, {}
-    for path in args.planner:
-        for dtype in args.llm_dtype:
-            name = path if len(args.llm_dtype) == 1 else f"{path} ({dtype})"
-            start = time.perf_counter()
-            planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=llm_folder)
-            startup[name] = time.perf_counter() - start
-            results[name] = plan_ms(planner, frames, args.repeats)
+    llm_folder = random_weights_folder(args.llm_folder) if args.llm_random_weights else args.llm_folder
+    try:
+        for path in args.planner:
+            for dtype in args.llm_dtype:
+                name = path if len(args.llm_dtype) == 1 else f"{path} ({dtype})"
+                start = time.perf_counter()
+                planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=llm_folder)
+                startup[name] = time.perf_counter() - start
+                results[name] = plan_ms(planner, frames, args.repeats)
+    finally:
+        if llm_folder != args.llm_folder:
+            shutil.rmtree(llm_folder)
     first = next(iter(results.values()))
     for name, ms in results.items():
         print(f"{name}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[name]:.1f} s")
-    if llm_folder != args.llm_folder:
-        shutil.rmtree(llm_folder)
     if args.json:
         print(json.dumps({"ms_per_plan": results, "startup_s": startup, "llm_random_weights": args.llm_random_weights}))
 
