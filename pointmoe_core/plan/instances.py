@@ -179,14 +179,15 @@ def _split_by_color(xyz: np.ndarray, rgb: np.ndarray, chroma: np.ndarray, member
     ratio = np.minimum(brightness_a, brightness_b) / np.maximum(brightness_a, brightness_b)
     pairs = pairs[(np.linalg.norm(chroma[a] - chroma[b], axis=1) <= config.chroma_tolerance)
                   & (ratio >= config.shade_ratio)]
-    part = _components(len(members), pairs)
-    return [members[part == index] for index in range(part.max(initial=-1) + 1)]
+    count, part = _components(len(members), pairs)
+    return [members[part == index] for index in range(count)]
 
 
-def _components(count: int, pairs: np.ndarray) -> np.ndarray:
-    """The connected component (0, 1, ...) of each of ``count`` points joined by ``pairs`` (M, 2)."""
+def _components(count: int, pairs: np.ndarray) -> tuple[int, np.ndarray]:
+    """How many connected components ``count`` points joined by ``pairs`` (M, 2) form, and each
+    point's component (0, 1, ...)."""
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(count, count))
-    return connected_components(graph, directed=False)[1]
+    return connected_components(graph, directed=False)
 
 
 def _peel_outline(xyz: np.ndarray, members: np.ndarray, config: InstanceClusteringConfig) -> list[np.ndarray]:
@@ -406,5 +407,6 @@ def object_points(xyz: np.ndarray, rgb: np.ndarray, instance_ids: np.ndarray, in
                                 & (np.linalg.norm(rgb - color, axis=1) <= config.color_tolerance))
     # DBSCAN with one point per core is connected components: the same parts as open3d's
     # cluster_dbscan(eps=2 * eps, min_points=1) for all 2,138 objects of 101 held-out frames
-    cluster = _components(len(candidates), cKDTree(xyz[candidates]).query_pairs(2 * config.eps, output_type="ndarray"))
+    pairs = cKDTree(xyz[candidates]).query_pairs(2 * config.eps, output_type="ndarray")
+    _, cluster = _components(len(candidates), pairs)
     return candidates[np.isin(cluster, cluster[np.isin(candidates, marked)])]

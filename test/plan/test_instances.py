@@ -195,7 +195,7 @@ def test_connected_parts_match_open3d_dbscan_with_one_point_per_core():
     from pointmoe_core.plan.instances import _components
 
     xyz = np.random.default_rng(0).uniform(0, 0.3, size=(600, 3)) * [1, 1, 0.1]
-    ours = _components(len(xyz), cKDTree(xyz).query_pairs(0.02, output_type="ndarray"))
+    _, ours = _components(len(xyz), cKDTree(xyz).query_pairs(0.02, output_type="ndarray"))
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
     theirs = np.asarray(cloud.cluster_dbscan(eps=0.02, min_points=1))
     assert len(np.unique(ours)) > 5  # several parts, not one blob
