@@ -5,12 +5,14 @@
 
 Each ``--planner`` is a Pose-DiT checkpoint or a 3D-MoE planner folder (``load_planner``). Every
 planner plans on the same ``--frames`` demo frames (objects from the simulator's ids), ``--repeats``
-times each after one warm-up plan; the time is ``PoseSequence.planning_time`` (object tokens,
+times each after a warm-up plan on each; the time is ``PoseSequence.planning_time`` (object tokens,
 instruction or LLM prefill, sampling with the checkpoint's steps, decoding), median over all
 plans, on ``--threads`` torch threads, with a 3D-MoE planner's LLM in each ``--llm-dtype``. Ratios
 are against the first planner given. Each planner's start-up (``load_planner`` to ready, imports
 excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes it on a first
-start) is printed beside it. ``--device cuda`` plans on a GPU; ``--llm-folder`` loads a 3D-MoE
+start) is printed beside it. ``--device cuda`` plans on a GPU, where ``--cuda-graphs`` adds each
+planner with its bfloat16 LLM replayed as CUDA graphs (``load_planner(..., cuda_graphs=True)``;
+recorded during the warm-up plans, whose total time is printed too). ``--llm-folder`` loads a 3D-MoE
 planner's base LLM from a Hugging Face folder instead of its saved source. With
 ``--llm-random-weights`` that folder needs only its config and tokenizer: the LLM gets seeded random
 weights of that architecture, which plan nonsense in about the same time (a plan's work depends on
@@ -36,13 +38,16 @@ from pointmoe_core.data.demo_frames import load_demo_frames
 from pointmoe_core.plan.interface import load_planner
 
 
-def plan_ms(planner, frames, repeats: int) -> float:
+def plan_ms(planner, frames, repeats: int) -> tuple[float, float]:
+    """The median ms per plan, and the seconds of the warm-up plans (one per frame) before it."""
     generator = torch.Generator().manual_seed(0)
-    frame = frames[0]
-    planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction, generator=generator)  # warm-up
+    start = time.perf_counter()
+    for f in frames:  # with CUDA graphs, each prompt length's graph is recorded here
+        planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=generator)
+    warmup = time.perf_counter() - start
     times = [planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=generator).planning_time
              for f in frames for _ in range(repeats)]
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times), warmup
 
 
 def random_weights_folder(source: str, seed: int = 0) -> str:
@@ -72,10 +77,14 @@ def main() -> None:
                         "its saved source (the same model stored elsewhere)")
     parser.add_argument("--llm-random-weights", action="store_true",
                         help="with --llm-folder: its architecture and tokenizer, seeded random weights (timing only)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="on CUDA: each 3D-MoE planner also with its bfloat16 LLM replayed as CUDA graphs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.llm_random_weights and not args.llm_folder:
         parser.error("--llm-random-weights needs --llm-folder (the config and tokenizer to build it from)")
+    if args.cuda_graphs and torch.device(args.device).type != "cuda":
+        parser.error("--cuda-graphs needs --device cuda")
     torch.set_num_threads(args.threads)
     frames = load_demo_frames(args.demos)
     frames = frames[:: max(1, len(frames) // args.frames)][: args.frames]
@@ -85,24 +94,28 @@ def main() -> None:
         machine = torch.cuda.get_device_name(device)
     weights = " (LLM: random weights of its architecture)" if args.llm_random_weights else ""
     print(f"{machine}, {len(frames)} frames x {args.repeats}{weights}")
-    results, startup = {}, {}
+    results, startup, warmup = {}, {}, {}
     llm_folder = random_weights_folder(args.llm_folder) if args.llm_random_weights else args.llm_folder
     try:
+        variants = [(dtype, False) for dtype in args.llm_dtype] + [("bfloat16", True)] * args.cuda_graphs
         for path in args.planner:
-            for dtype in args.llm_dtype:
-                name = path if len(args.llm_dtype) == 1 else f"{path} ({dtype})"
+            for dtype, graphs in variants:
+                name = path if len(variants) == 1 else f"{path} ({dtype}{', CUDA graphs' if graphs else ''})"
                 start = time.perf_counter()
-                planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=llm_folder)
+                planner = load_planner(path, map_location=device, llm_dtype=dtype, llm_folder=llm_folder,
+                                       cuda_graphs=graphs)
                 startup[name] = time.perf_counter() - start
-                results[name] = plan_ms(planner, frames, args.repeats)
+                results[name], warmup[name] = plan_ms(planner, frames, args.repeats)
     finally:
         if llm_folder != args.llm_folder:
             shutil.rmtree(llm_folder)
     first = next(iter(results.values()))
     for name, ms in results.items():
-        print(f"{name}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[name]:.1f} s")
+        print(f"{name}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[name]:.1f} s, "
+              f"warm-up plans {warmup[name]:.1f} s")
     if args.json:
-        print(json.dumps({"ms_per_plan": results, "startup_s": startup, "llm_random_weights": args.llm_random_weights}))
+        print(json.dumps({"ms_per_plan": results, "startup_s": startup, "warmup_s": warmup,
+                          "llm_random_weights": args.llm_random_weights}))
 
 
 if __name__ == "__main__":

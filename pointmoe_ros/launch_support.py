@@ -26,8 +26,8 @@ PERCEPTION_NODE = {
     "max_range": NUMBER_OR_AUTO, "max_cloud_points": INTEGER, "expert_layer": TEXT, "output_frame": TEXT,
 }
 CLOUD_PUBLISHER = {"source": TEXT, "frame_id": TEXT, "rate_hz": NUMBER, "count": INTEGER}
-PLANNER_NODE = {"planner": TEXT, "checkpoint": TEXT, "device": TEXT, "llm_dtype": TEXT, "torch_threads": INTEGER,
-                "sampling_steps": INTEGER, "snap_radius": NUMBER}
+PLANNER_NODE = {"planner": TEXT, "checkpoint": TEXT, "device": TEXT, "llm_dtype": TEXT, "cuda_graphs": FLAG,
+                "torch_threads": INTEGER, "sampling_steps": INTEGER, "snap_radius": NUMBER}
 SIM_BRIDGE_NODE = {"task": TEXT, "seed": INTEGER, "rate_hz": NUMBER, "image_size": LIST, "frame_id": TEXT,
                    "use_oracle": FLAG, "env_factory": TEXT, "lohoravens_root": TEXT, "lohoravens_mode": TEXT,
                    "auto_reset_s": NUMBER}

@@ -65,6 +65,7 @@ class PlannerNode(LifecycleNode):
         self.declare_parameter("checkpoint", "")
         self.declare_parameter("device", "auto")
         self.declare_parameter("llm_dtype", "float32")  # a 3D-MoE planner's LLM: float32, bfloat16, int8 (CPU)
+        self.declare_parameter("cuda_graphs", False)  # a 3D-MoE planner's LLM replayed as CUDA graphs (GPU, bfloat16)
         self.declare_parameter("torch_threads", 0)  # 0: torch's default, one per core
         self.declare_parameter("sampling_steps", 0)  # 0: the checkpoint's
         self.declare_parameter("snap_radius", -1.0)  # metres; negative: the checkpoint's
@@ -145,7 +146,8 @@ class PlannerNode(LifecycleNode):
         self.get_logger().info(f"loading the {planner} planner from {path}"
                                + (" (its base LLM first: seconds from its cache, longer on a first start)"
                                   if kind == "3d_moe" else ""))
-        loaded = load_planner(path, map_location=device, llm_dtype=self.parameter("llm_dtype"))
+        loaded = load_planner(path, map_location=device, llm_dtype=self.parameter("llm_dtype"),
+                              cuda_graphs=bool(self.parameter("cuda_graphs")))
         self.get_logger().info(f"{planner} planner from {checkpoint!r} ready on {device} "
                                f"after {time.monotonic() - start:.1f} s")
         return loaded

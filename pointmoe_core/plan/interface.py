@@ -39,15 +39,20 @@ class Planner(Protocol):
 
 
 def load_planner(path: str | Path, map_location: str | torch.device = "cpu", llm_dtype: str = "float32",
-                 llm_folder: str | Path | None = None) -> Planner:
+                 llm_folder: str | Path | None = None, cuda_graphs: bool = False) -> Planner:
     """A 3D-MoE planner folder or a Pose-DiT checkpoint (file or directory), by what ``path`` holds,
     ready to plan (a 3D-MoE planner's adapters merged into its LLM, whose weights are then cast to
     ``llm_dtype``: "float32"; "bfloat16" or, on a CPU, "int8" (``MoEPlanner.quantize_llm``) for
     speed; a Pose-DiT planner has no LLM). ``llm_folder``: a 3D-MoE planner's base LLM from this
-    Hugging Face folder instead of its saved source (``MoEPlanner.from_checkpoint``)."""
+    Hugging Face folder instead of its saved source (``MoEPlanner.from_checkpoint``). ``cuda_graphs``:
+    a 3D-MoE planner's LLM pass replayed as CUDA graphs (``MoEPlanner.use_cuda_graphs``: on a GPU,
+    with a bfloat16 LLM)."""
     if llm_dtype not in LLM_DTYPES:
         raise ValueError(f"llm_dtype must be one of {', '.join(LLM_DTYPES)}, got {llm_dtype!r}")
     if is_moe_planner(path):
         planner = MoEPlanner.from_checkpoint(path, map_location=map_location, llm_folder=llm_folder).merge_adapters()
-        return planner.quantize_llm() if llm_dtype == "int8" else planner.cast_llm(getattr(torch, llm_dtype))
+        planner = planner.quantize_llm() if llm_dtype == "int8" else planner.cast_llm(getattr(torch, llm_dtype))
+        return planner.use_cuda_graphs() if cuda_graphs else planner
+    if cuda_graphs:
+        raise ValueError(f"{path} is a Pose-DiT planner: CUDA graphs are for a 3D-MoE planner's LLM")
     return PoseDiTPlanner.from_checkpoint(path, map_location=map_location)

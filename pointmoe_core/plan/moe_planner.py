@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -36,11 +37,13 @@ from torch import nn
 from transformers import DynamicCache
 
 from ..common.config import YamlConfig
+from ..common.cuda_graphs import GraphedFunction
+from ..common.moe import grouped_dispatch_supported
 from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
 from .instances import footprint, object_points
 from .llm import LLMConfig, add_scene_token, load_llm
-from .llm_moe import convert_llama_to_moe, moe_aux_loss, set_modality_mask
+from .llm_moe import convert_llama_to_moe, moe_aux_loss, moe_layers, set_modality_mask
 from .lora import LoRAConfig, apply_lora, load_adapters, merge_adapters, save_adapters
 from .moe_planner_files import (
     ADAPTERS_DIR,
@@ -430,6 +433,20 @@ class PromptPrefix(NamedTuple):
     states: torch.Tensor
 
 
+# under CUDA graphs the prompt after the cached prefix is padded to a multiple of this many tokens:
+# a few recorded shapes serve every prompt
+CUDA_GRAPH_TOKENS = 16
+
+
+def _right_padded(suffix: tuple[torch.Tensor, ...], padding: int) -> tuple[torch.Tensor, ...]:
+    """The prompt's tokens after the prefix (embeddings, attention mask over prefix and suffix,
+    position ids, 3D-token mask) with ``padding`` masked tokens appended."""
+    embeds, attention, positions, modality = suffix
+    more = positions[:, -1:] + torch.arange(1, padding + 1, device=positions.device)
+    return (F.pad(embeds, (0, 0, 0, padding)), F.pad(attention, (0, padding)), torch.cat([positions, more], 1),
+            F.pad(modality, (0, padding)))
+
+
 class MoEPlanner(nn.Module):
     """Scene tokenizer + LLM (dense, or MoE with LoRA after stage 2) + Pose-DiT."""
 
@@ -457,6 +474,8 @@ class MoEPlanner(nn.Module):
         self.stage = 0  # what set_stage last made trainable; 0 = nothing
         self.adapters_merged = False  # merge_adapters: folded into the base, for planning only
         self._prefix: PromptPrefix | None = None  # _prompt_prefix's, while the LLM is frozen
+        self.cuda_graphs = False  # use_cuda_graphs
+        self._graphed: tuple[PromptPrefix, GraphedFunction] | None = None  # the graphs and the prefix they read
 
     @property
     def device(self) -> torch.device:
@@ -514,6 +533,25 @@ class MoEPlanner(nn.Module):
             warnings.filterwarnings("ignore", message=".*(deprecated|quantized tensor creation).*")
             quantize_dynamic(self.llm, projections, inplace=True)
         self._prefix = None
+        return self
+
+    def use_cuda_graphs(self) -> "MoEPlanner":
+        """For planning on a GPU only: the LLM's pass over each planning prompt (after the cached
+        prefix) is recorded as a CUDA graph once per padded length and replayed
+        (:mod:`..common.cuda_graphs`), one launch where eager mode dispatches thousands of small
+        operators from the host. The pass must never read a value back to the host, which in an
+        MoE LLM holds where its experts run as grouped GEMMs (bfloat16 on CUDA, adapters merged)."""
+        if self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the planner on a CUDA device, not on {self.device}")
+        dtype = next(self.llm.parameters()).dtype
+        with torch.no_grad():  # grouped GEMMs are taken in inference only
+            looped = [i for i, layer in enumerate(moe_layers(self.llm))
+                      if not grouped_dispatch_supported(layer.experts, self.device, dtype)]
+        if looped:
+            raise ValueError(f"CUDA graphs need the LLM's experts as grouped GEMMs (llm_dtype bfloat16, adapters "
+                             f"merged, torch with _grouped_mm); {len(looped)} MoE layers would loop over their "
+                             f"experts in {dtype}, reading token counts on the host")
+        self.cuda_graphs = True
         return self
 
     def set_stage(self, stage: int) -> None:
@@ -639,22 +677,42 @@ class MoEPlanner(nn.Module):
                                         out.hidden_states[self.config.condition_layer])
         return self._prefix
 
-    def _condition_states(self, spliced: SplicedPrompt) -> torch.Tensor:
+    def _condition_states(self, spliced: SplicedPrompt, pad_to: int = 1) -> torch.Tensor:
         """The condition layer's hidden states (B, L, H) of the spliced planning prompts. The
         decoder alone runs (no vocabulary logits), and only on what follows the cached prefix
-        when there is one: about a third of a planning prompt's tokens are that prefix."""
-        decoder, prefix = self.llm.get_decoder(), self._prompt_prefix()
+        when there is one: about a third of a planning prompt's tokens are that prefix.
+
+        ``pad_to`` > 1 runs that suffix right-padded to a multiple of it (padding is masked, so the
+        real tokens' states are the same), which gives the few fixed shapes CUDA graphs replay
+        (``use_cuda_graphs``)."""
+        prefix = self._prompt_prefix()
         if prefix is None:
+            decoder = self.llm.get_decoder()
             return self._forward(spliced, decoder, output_hidden_states=True).hidden_states[self.config.condition_layer]
-        n, batch = prefix.length, len(spliced.embeds)
+        n, (batch, length) = prefix.length, spliced.attention_mask.shape
+        suffix = (spliced.embeds[:, n:], spliced.attention_mask, spliced.position_ids[:, n:],
+                  spliced.modality_mask[:, n:])
+        if self.cuda_graphs:
+            if self._graphed is None or self._graphed[0] is not prefix:  # graphs record the prefix they read
+                self._graphed = (prefix, GraphedFunction(partial(self._suffix_states, prefix)))
+            run, pad_to = self._graphed[1], max(pad_to, CUDA_GRAPH_TOKENS)
+        else:
+            run = partial(self._suffix_states, prefix)
+        padding = -(length - n) % pad_to
+        states = run(*(_right_padded(suffix, padding) if padding else suffix))[:, :length - n]
+        return torch.cat([prefix.states.expand(batch, -1, -1), states], 1)
+
+    def _suffix_states(self, prefix: PromptPrefix, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                       position_ids: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
+        """The condition layer's states of the tokens after ``prefix`` (its keys and values cached)."""
+        batch = len(embeds)
         # every row starts with the prefix (right padding); the cache concatenates, never writes into these
         cache = DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix.key_values],
                              config=self.llm.config)
-        set_modality_mask(self.llm, spliced.modality_mask[:, n:], spliced.attention_mask[:, n:].bool())
-        out = decoder(inputs_embeds=spliced.embeds[:, n:], attention_mask=spliced.attention_mask,
-                      position_ids=spliced.position_ids[:, n:], cache=cache, use_cache=True,
-                      output_hidden_states=True)
-        return torch.cat([prefix.states.expand(batch, -1, -1), out.hidden_states[self.config.condition_layer]], 1)
+        set_modality_mask(self.llm, modality_mask, attention_mask[:, prefix.length:].bool())
+        out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                                     cache=cache, use_cache=True, output_hidden_states=True)
+        return out.hidden_states[self.config.condition_layer]
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
                   generator: torch.Generator | None = None,

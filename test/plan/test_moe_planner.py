@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pointmoe_core.common import moe as moe_module
 from pointmoe_core.common.checkpoint import CheckpointError, save_checkpoint
 from pointmoe_core.common.pose_sequence import WORKSPACE_BOUNDS, PickPlace, PoseSequence, normalize_xyz
 from pointmoe_core.plan import planner as planner_module
@@ -21,6 +22,8 @@ from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
 from pointmoe_core.plan.pose_decoding import grounding_targets, pad_plans
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
+
+from .conftest import HostReads
 
 TINY = "config/train/planner_tiny.yaml"
 
@@ -181,6 +184,54 @@ def test_merged_adapters_and_the_cached_prompt_start_condition_alike(config):
     assert planner.adapters_merged and not torch.equal(merged, cached)  # really merged
     with pytest.raises(ValueError, match="merged for planning"):
         planner.set_stage(2)
+
+
+def _merged_planner(config) -> MoEPlanner:
+    """An adapted planner whose (nonzero) LoRA adapters are merged for planning."""
+    planner = MoEPlanner(config)
+    planner.adapt()
+    with torch.no_grad():
+        for name, param in planner.llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.1)
+    return planner.eval().merge_adapters()
+
+
+def test_a_prompt_padded_for_cuda_graphs_conditions_alike(config):
+    """Under CUDA graphs the tokens after the cached prefix run right-padded to a multiple of 16
+    (a few recorded shapes); the padding is masked, so the real tokens' states do not change."""
+    planner = _merged_planner(config)
+    scenes = [planner.scene_objects(*cloud(seed), torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    instructions = ["stack the blocks", "put the red block in the bowl of the same colour as the zone."]
+    with torch.no_grad():
+        spliced = planner._spliced(scenes, [config.prompt.plan(i) for i in instructions])
+        plain = planner._condition_states(spliced)
+        padded = planner._condition_states(spliced, pad_to=16)
+    assert (spliced.attention_mask.shape[1] - planner._prompt_prefix().length) % 16  # really padded
+    torch.testing.assert_close(padded, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_the_llm_pass_reads_nothing_back_to_the_host_with_grouped_experts(config, monkeypatch):
+    """What a CUDA graph can record: with the experts as grouped GEMMs (on a GPU, bfloat16; forced
+    here) the LLM's pass over a planning prompt makes the host wait for no value; the expert loop
+    reads each expert's token count."""
+    planner = _merged_planner(config)
+    scene = planner.scene_objects(*cloud(), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spliced = planner._spliced([scene], [config.prompt.plan("stack the blocks")])
+        planner._prompt_prefix()
+        with HostReads() as looped:
+            planner._condition_states(spliced)
+        assert looped.found.count("tolist") == config.llm.num_layers
+        monkeypatch.setattr(moe_module, "grouped_dispatch_supported", lambda *args: True)
+        with HostReads() as grouped:
+            planner._condition_states(spliced, pad_to=16)
+    assert grouped.found == []
+
+
+def test_cuda_graphs_are_refused_off_a_gpu(config):
+    with pytest.raises(ValueError, match="CUDA device"):
+        _merged_planner(config).use_cuda_graphs()
 
 
 def test_condition_marks_each_3d_token_with_its_object(config):
