@@ -69,7 +69,7 @@ import sys, torch; print(sys.version.split()[0], torch.__version__, torch.versio
         --configs tiny L --points 120000 --backends torch --repeats 5 --scan "$scan" --loops --json
     check planner python3 benchmarks/planner_latency.py --device cuda --demos .gpu/data/demos \
         --planner checkpoints/planner_3d_moe --llm-folder .gpu/llm --llm-random-weights \
-        --llm-dtype float32 bfloat16 --cuda-graphs --frames 10 --repeats 5 --json
+        --llm-dtype float32 bfloat16 --cuda-graphs --count-ops --frames 10 --repeats 5 --json
     check perception_L_profile python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
         --configs L --points 120000 --backends torch --repeats 1 --scan "$scan" --profile 25
     return $status

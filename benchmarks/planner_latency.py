@@ -18,7 +18,9 @@ planner's base LLM from a Hugging Face folder instead of its saved source. With
 weights of that architecture, which plan nonsense in about the same time (a plan's work depends on
 the weights only through which experts the routers pick and which objects the plan acts on; on a
 CPU 4-7 % less than with the real weights, benchmarks/RESULTS.md), for a machine the real weights
-cannot reach.
+cannot reach. ``--count-ops`` prints how many aten operators one plan dispatches (each one host
+dispatch, and on a GPU in eager mode most of them a kernel launch), and how many of them are in the
+parts CUDA graphs record: the LLM's pass after the cached prefix and Pose-DiT's denoising loop.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import torch
 from machine import cpu_model
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pointmoe_core.common.device import LLM_DTYPES
 from pointmoe_core.data.demo_frames import load_demo_frames
@@ -48,6 +51,39 @@ def plan_ms(planner, frames, repeats: int) -> tuple[float, float]:
     times = [planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=generator).planning_time
              for f in frames for _ in range(repeats)]
     return 1000 * statistics.median(times), warmup
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts the aten operators dispatched while it is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operators_per_plan(planner, frame) -> dict[str, int]:
+    """Operators of one plan: all, in the LLM's pass after the prefix, in Pose-DiT's denoising."""
+    counts = {"plan": OperatorCount(), "llm_pass": OperatorCount(), "pose_dit_denoising": OperatorCount()}
+
+    def counted(name: str, method):
+        def run(*args, **kwargs):
+            with counts[name]:
+                return method(*args, **kwargs)
+        return run
+
+    planner._suffix_states = counted("llm_pass", planner._suffix_states)
+    planner._denoise = counted("pose_dit_denoising", planner._denoise)
+    try:
+        with counts["plan"]:
+            planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction,
+                         generator=torch.Generator().manual_seed(0))
+    finally:
+        del planner._suffix_states, planner._denoise
+    return {name: count.count for name, count in counts.items()}
 
 
 def random_weights_folder(source: str, seed: int = 0) -> str:
@@ -79,6 +115,8 @@ def main() -> None:
                         help="with --llm-folder: its architecture and tokenizer, seeded random weights (timing only)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="on CUDA: each 3D-MoE planner also with its bfloat16 LLM replayed as CUDA graphs")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="also count the aten operators of one plan (3D-MoE planners without CUDA graphs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.llm_random_weights and not args.llm_folder:
@@ -94,7 +132,7 @@ def main() -> None:
         machine = torch.cuda.get_device_name(device)
     weights = " (LLM: random weights of its architecture)" if args.llm_random_weights else ""
     print(f"{machine}, {len(frames)} frames x {args.repeats}{weights}")
-    results, startup, warmup = {}, {}, {}
+    results, startup, warmup, operators = {}, {}, {}, {}
     llm_folder = random_weights_folder(args.llm_folder) if args.llm_random_weights else args.llm_folder
     try:
         variants = [(dtype, False) for dtype in args.llm_dtype] + [("bfloat16", True)] * args.cuda_graphs
@@ -106,6 +144,8 @@ def main() -> None:
                                        cuda_graphs=graphs)
                 startup[name] = time.perf_counter() - start
                 results[name], warmup[name] = plan_ms(planner, frames, args.repeats)
+                if args.count_ops and not graphs and hasattr(planner, "_suffix_states"):
+                    operators[name] = operators_per_plan(planner, frames[0])
     finally:
         if llm_folder != args.llm_folder:
             shutil.rmtree(llm_folder)
@@ -113,8 +153,12 @@ def main() -> None:
     for name, ms in results.items():
         print(f"{name}: {ms:.1f} ms per plan ({ms / first:.2f}x the first), ready in {startup[name]:.1f} s, "
               f"warm-up plans {warmup[name]:.1f} s")
+        if name in operators:
+            ops = operators[name]
+            print(f"  aten operators in one plan: {ops['plan']}, of them {ops['llm_pass']} in the LLM pass after the "
+                  f"prefix and {ops['pose_dit_denoising']} in Pose-DiT's denoising (what CUDA graphs record)")
     if args.json:
-        print(json.dumps({"ms_per_plan": results, "startup_s": startup, "warmup_s": warmup,
+        print(json.dumps({"ms_per_plan": results, "startup_s": startup, "warmup_s": warmup, "operators": operators,
                           "llm_random_weights": args.llm_random_weights}))
 
 

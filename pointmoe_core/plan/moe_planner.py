@@ -65,9 +65,9 @@ from .pose_decoding import (
     snap_to_chosen,
     snap_to_objects,
 )
-from .pose_dit import PoseDiT, PoseDiTConfig, pose_dit_loss, sample_poses
+from .pose_dit import PoseDiT, PoseDiTConfig, denoise_poses, pose_dit_loss, starting_noise
 from .prompt import IGNORE_INDEX, PromptTemplate, SplicedPrompt, splice_scene_tokens
-from .rectified_flow import RectifiedFlowConfig
+from .rectified_flow import RectifiedFlow, RectifiedFlowConfig
 from .scene_encoder import (
     LOCATION_DIM,
     SceneObjects,
@@ -476,6 +476,7 @@ class MoEPlanner(nn.Module):
         self._prefix: PromptPrefix | None = None  # _prompt_prefix's, while the LLM is frozen
         self.cuda_graphs = False  # use_cuda_graphs
         self._graphed: tuple[PromptPrefix, GraphedFunction] | None = None  # the graphs and the prefix they read
+        self._pose_graphs: dict[tuple, GraphedFunction] = {}  # Pose-DiT's sampling, by (steps, inputs)
 
     @property
     def device(self) -> torch.device:
@@ -539,8 +540,9 @@ class MoEPlanner(nn.Module):
         """For planning on a GPU only: the LLM's pass over each planning prompt (after the cached
         prefix) is recorded as a CUDA graph once per padded length and replayed
         (:mod:`..common.cuda_graphs`), one launch where eager mode dispatches thousands of small
-        operators from the host. The pass must never read a value back to the host, which in an
-        MoE LLM holds where its experts run as grouped GEMMs (bfloat16 on CUDA, adapters merged)."""
+        operators from the host; so is Pose-DiT's loop of denoising steps with a rectified-flow
+        scheduler. The LLM pass must never read a value back to the host, which in an MoE LLM
+        holds where its experts run as grouped GEMMs (bfloat16 on CUDA, adapters merged)."""
         if self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the planner on a CUDA device, not on {self.device}")
         dtype = next(self.llm.parameters()).dtype
@@ -780,8 +782,9 @@ class MoEPlanner(nn.Module):
         condition = self.condition([scene], [instruction])
         chosen = self.pointer.best_pair(condition) if self.pointer.hard else None
         c, pointer_logits = self.pointer(condition, chosen)
-        poses, stop = sample_poses(self.pose_dit, self.scheduler, c.states, c.mask, self.config.horizon,
-                                   num_steps, generator, c.xyz if self.config.object_positions else None)
+        noise = starting_noise(self.pose_dit, c.states, self.config.horizon, generator)
+        poses, stop = self._denoise(noise, c.states, c.mask, c.xyz if self.config.object_positions else None,
+                                    num_steps)
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
         if self.pointer.hard and len(scene.locations):
             # the chosen pair (``ObjectPointer.best_pair``), which Pose-DiT read at its pointer tokens
@@ -794,6 +797,28 @@ class MoEPlanner(nn.Module):
             plan = snap_to_objects(plan, scene.locations, self.config.snap_radius, scores)
         plan.planning_time = time.perf_counter() - start
         return plan
+
+    def _denoise(self, noise: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor,
+                 cond_xyz: torch.Tensor | None, num_steps: int | None,
+                 pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pose-DiT's sampling from ``noise`` (``pose_dit.denoise_poses``). ``pad_to`` > 1 pads the
+        condition to a multiple of it with masked tokens (the same poses), and under CUDA graphs
+        (rectified flow: no host reads) the whole loop of denoising steps is one replayed graph."""
+        graphed = self.cuda_graphs and isinstance(self.scheduler, RectifiedFlow)
+        if graphed:
+            pad_to = max(pad_to, CUDA_GRAPH_TOKENS)
+        padding = -cond.shape[1] % pad_to
+        if padding:
+            cond, cond_mask = F.pad(cond, (0, 0, 0, padding)), F.pad(cond_mask, (0, padding))
+            cond_xyz = None if cond_xyz is None else F.pad(cond_xyz, (0, 0, 0, padding), value=float("nan"))
+        inputs = (noise, cond, cond_mask) + (() if cond_xyz is None else (cond_xyz,))
+        sample = partial(denoise_poses, self.pose_dit, self.scheduler, num_steps=num_steps)
+        if not graphed:
+            return sample(*inputs)
+        key = (num_steps, len(inputs))  # recorded for one number of steps, with or without positions
+        if key not in self._pose_graphs:
+            self._pose_graphs[key] = GraphedFunction(sample)
+        return self._pose_graphs[key](*inputs)
 
     def plan_with_answer(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str,
                          num_steps: int | None = None,

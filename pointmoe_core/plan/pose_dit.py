@@ -131,8 +131,7 @@ class Attention(nn.Module):
             # output is never used), so let it attend to everything instead.
             mask = mask | ~mask.any(-1, keepdim=True)
         if bias is not None:
-            allowed = True if mask is None else mask
-            mask = torch.where(allowed, bias, torch.tensor(float("-inf"), dtype=q.dtype, device=q.device))
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(out.transpose(1, 2).flatten(2))
 
@@ -335,15 +334,31 @@ def sample_poses(
     generator: torch.Generator | None = None,
     cond_xyz: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample plans of ``horizon`` steps: poses (B, T, 2, 9) and stop probabilities (B, T).
+    """Sample plans of ``horizon`` steps: poses (B, T, 2, 9) and stop probabilities (B, T)."""
+    return denoise_poses(model, scheduler, starting_noise(model, cond, horizon, generator), cond, cond_mask,
+                         cond_xyz, num_steps)
 
-    The stop flags are read from the last denoising call, the one closest to the clean plan.
-    """
-    b = cond.shape[0]
-    shape = (b, horizon, POSES_PER_STEP, model.config.pose_dim)
+
+def starting_noise(model: PoseDiT, cond: torch.Tensor, horizon: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The noise (B, T, 2, 9) sampling starts from, for ``cond``'s batch, on its device."""
+    shape = (cond.shape[0], horizon, POSES_PER_STEP, model.config.pose_dim)
     # drawn on the CPU so that one seed gives the same starting noise on every device
-    noise = torch.randn(shape, dtype=cond.dtype, generator=generator).to(cond.device)
-    stop_logits = cond.new_zeros(b, horizon)
+    return torch.randn(shape, dtype=cond.dtype, generator=generator).to(cond.device)
+
+
+def denoise_poses(
+    model: PoseDiT,
+    scheduler: NoiseScheduler,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    cond_mask: torch.Tensor,
+    cond_xyz: torch.Tensor | None = None,
+    num_steps: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample_poses`` from the given starting ``noise``. The stop flags are read from the last
+    denoising call, the one closest to the clean plan."""
+    stop_logits = cond.new_zeros(noise.shape[:2])
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         nonlocal stop_logits

@@ -1,4 +1,5 @@
-"""Planner test fixtures: one torch thread, a stand-in text encoder, a tiny planner config.
+"""Planner test fixtures: one torch thread, a stand-in text encoder, a tiny planner config, and a
+recorder of what would make the host wait for a GPU.
 
 Models this small gain nothing from intra-op parallelism, and on a shared 2-core machine a
 second thread per test process makes training loops ~5x slower (measured: 100 overfit steps
@@ -40,11 +41,13 @@ class HostReads(TorchDispatchMode):
     """Records the operators that make the host wait for a GPU's result: a scalar or list read
     back (``.item()``, ``int()``, ``.tolist()``), or an output whose size depends on values
     (``nonzero``, boolean indexing, ``unique``, ``bincount``, ``repeat_interleave`` without its
-    output size). A CUDA graph cannot record a pass that does any of them. Run on a CPU, where
-    reading is free, it finds the same operators."""
+    output size), or a tensor made from host data (``torch.tensor(...)``: on a GPU a copy from host
+    memory). A CUDA graph cannot record a pass that does any of them. Run on a CPU, where reading is
+    free, it finds the same operators."""
 
     SIZE_FROM_VALUES = {"nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive", "bincount"}
     SCALAR_READS = {"_local_scalar_dense", "is_nonzero", "equal"}
+    FROM_HOST = {"lift_fresh"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,7 +60,8 @@ class HostReads(TorchDispatchMode):
             isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
         tensor_repeats = (name == "repeat_interleave" and kwargs.get("output_size") is None
                           and any(isinstance(a, torch.Tensor) for a in args[:2]))
-        if name in self.SIZE_FROM_VALUES | self.SCALAR_READS or boolean_index or tensor_repeats:
+        from_host = name in self.FROM_HOST and args[0].numel() > 0  # an empty one copies nothing
+        if name in self.SIZE_FROM_VALUES | self.SCALAR_READS or from_host or boolean_index or tensor_repeats:
             self.found.append(name)
         return func(*args, **kwargs)
 

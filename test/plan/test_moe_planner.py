@@ -20,6 +20,7 @@ from pointmoe_core.plan.moe_planner import (
 )
 from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
 from pointmoe_core.plan.pose_decoding import grounding_targets, pad_plans
+from pointmoe_core.plan.pose_dit import starting_noise
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
 
@@ -227,6 +228,26 @@ def test_the_llm_pass_reads_nothing_back_to_the_host_with_grouped_experts(config
         with HostReads() as grouped:
             planner._condition_states(spliced, pad_to=16)
     assert grouped.found == []
+
+
+def test_pose_dit_sampling_on_a_padded_condition_reads_nothing_back_and_gives_the_same_plan(config):
+    """Pose-DiT's denoising loop, recorded as one CUDA graph per padded condition length: masked
+    padding leaves the poses and stop flags as they were, and no step reads a value on the host."""
+    planner = _merged_planner(config)
+    scene = planner.scene_objects(*cloud(), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        condition, _ = planner.pointer(planner.condition([scene], ["stack the blocks"]))
+        noise = starting_noise(planner.pose_dit, condition.states, config.horizon, torch.Generator().manual_seed(1))
+        for block in planner.pose_dit.modules():  # adaLN-Zero starts at the identity: make it do something
+            if isinstance(block, torch.nn.Linear):
+                torch.nn.init.normal_(block.weight, std=0.2)
+        plain = planner._denoise(noise, condition.states, condition.mask, condition.xyz, None)
+        with HostReads() as reads:
+            padded = planner._denoise(noise, condition.states, condition.mask, condition.xyz, None, pad_to=16)
+    assert condition.states.shape[1] % 16  # really padded
+    assert reads.found == []
+    for padded_part, plain_part in zip(padded, plain):
+        torch.testing.assert_close(padded_part, plain_part, atol=1e-5, rtol=1e-4)
 
 
 def test_cuda_graphs_are_refused_off_a_gpu(config):
