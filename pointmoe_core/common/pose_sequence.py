@@ -100,8 +100,10 @@ class PoseSequence:
 # Tensor form for the network
 # ---------------------------------------------------------------------------------------------
 def _bounds(like: torch.Tensor, bounds: Sequence[Sequence[float]]) -> tuple[torch.Tensor, torch.Tensor]:
-    b = torch.as_tensor(bounds, dtype=like.dtype, device=like.device)
-    return b[:, 0], b[:, 1]
+    # filled on the device rather than copied from a host list: a CUDA graph can record that
+    low = torch.stack([like.new_full((), float(lo)) for lo, _ in bounds])
+    high = torch.stack([like.new_full((), float(hi)) for _, hi in bounds])
+    return low, high
 
 
 def normalize_xyz(xyz: torch.Tensor, bounds: Sequence[Sequence[float]] = WORKSPACE_BOUNDS) -> torch.Tensor:

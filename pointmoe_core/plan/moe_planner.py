@@ -475,8 +475,7 @@ class MoEPlanner(nn.Module):
         self.adapters_merged = False  # merge_adapters: folded into the base, for planning only
         self._prefix: PromptPrefix | None = None  # _prompt_prefix's, while the LLM is frozen
         self.cuda_graphs = False  # use_cuda_graphs
-        self._graphed: tuple[PromptPrefix, GraphedFunction] | None = None  # the graphs and the prefix they read
-        self._pose_graphs: dict[tuple, GraphedFunction] = {}  # Pose-DiT's sampling, by (steps, inputs)
+        self._graphs: dict[tuple, GraphedFunction] = {}  # _graphed's, by what they run
 
     @property
     def device(self) -> torch.device:
@@ -540,9 +539,10 @@ class MoEPlanner(nn.Module):
         """For planning on a GPU only: the LLM's pass over each planning prompt (after the cached
         prefix) is recorded as a CUDA graph once per padded length and replayed
         (:mod:`..common.cuda_graphs`), one launch where eager mode dispatches thousands of small
-        operators from the host; so is Pose-DiT's loop of denoising steps with a rectified-flow
-        scheduler. The LLM pass must never read a value back to the host, which in an MoE LLM
-        holds where its experts run as grouped GEMMs (bfloat16 on CUDA, adapters merged)."""
+        operators from the host; so are the scene tokenizer (per object count) and Pose-DiT's loop
+        of denoising steps with a rectified-flow scheduler. The LLM pass must never read a value
+        back to the host, which in an MoE LLM holds where its experts run as grouped GEMMs
+        (bfloat16 on CUDA, adapters merged)."""
         if self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the planner on a CUDA device, not on {self.device}")
         dtype = next(self.llm.parameters()).dtype
@@ -624,7 +624,9 @@ class MoEPlanner(nn.Module):
                 torch.tensor(row), torch.tensor(label), 1)
         input_ids, label_ids, attention = (x.to(self.device) for x in (input_ids, label_ids, attention))
         points, locations, object_mask = (x.to(self.device) for x in pad_scenes(scenes))
-        scene_tokens = self.scene(points, locations, object_mask)
+        # under CUDA graphs, one per object count; the tokens are spliced before the next call overwrites them
+        tokenize = self._graphed(("scene",), self.scene) if self.cuda_graphs else self.scene
+        scene_tokens = tokenize(points, locations, object_mask)
         embeds = self.llm.get_input_embeddings()(input_ids)
         return splice_scene_tokens(embeds, input_ids, self.scene_token_id, scene_tokens, object_mask, attention,
                                    label_ids if targets is not None else None)
@@ -677,6 +679,7 @@ class MoEPlanner(nn.Module):
             out = self.llm.get_decoder()(input_ids=ids, use_cache=True, output_hidden_states=True)
             self._prefix = PromptPrefix(ids.shape[1], [(layer.keys, layer.values) for layer in out.cache.layers],
                                         out.hidden_states[self.config.condition_layer])
+            self._graphs.pop(("llm",), None)  # it read the old prefix's keys and values
         return self._prefix
 
     def _condition_states(self, spliced: SplicedPrompt, pad_to: int = 1) -> torch.Tensor:
@@ -694,12 +697,9 @@ class MoEPlanner(nn.Module):
         n, (batch, length) = prefix.length, spliced.attention_mask.shape
         suffix = (spliced.embeds[:, n:], spliced.attention_mask, spliced.position_ids[:, n:],
                   spliced.modality_mask[:, n:])
+        run = partial(self._suffix_states, prefix)
         if self.cuda_graphs:
-            if self._graphed is None or self._graphed[0] is not prefix:  # graphs record the prefix they read
-                self._graphed = (prefix, GraphedFunction(partial(self._suffix_states, prefix)))
-            run, pad_to = self._graphed[1], max(pad_to, CUDA_GRAPH_TOKENS)
-        else:
-            run = partial(self._suffix_states, prefix)
+            run, pad_to = self._graphed(("llm",), run), max(pad_to, CUDA_GRAPH_TOKENS)
         padding = -(length - n) % pad_to
         states = run(*(_right_padded(suffix, padding) if padding else suffix))[:, :length - n]
         return torch.cat([prefix.states.expand(batch, -1, -1), states], 1)
@@ -804,6 +804,7 @@ class MoEPlanner(nn.Module):
         """Pose-DiT's sampling from ``noise`` (``pose_dit.denoise_poses``). ``pad_to`` > 1 pads the
         condition to a multiple of it with masked tokens (the same poses), and under CUDA graphs
         (rectified flow: no host reads) the whole loop of denoising steps is one replayed graph."""
+        sample = partial(denoise_poses, self.pose_dit, self.scheduler, num_steps=num_steps)
         graphed = self.cuda_graphs and isinstance(self.scheduler, RectifiedFlow)
         if graphed:
             pad_to = max(pad_to, CUDA_GRAPH_TOKENS)
@@ -812,13 +813,15 @@ class MoEPlanner(nn.Module):
             cond, cond_mask = F.pad(cond, (0, 0, 0, padding)), F.pad(cond_mask, (0, padding))
             cond_xyz = None if cond_xyz is None else F.pad(cond_xyz, (0, 0, 0, padding), value=float("nan"))
         inputs = (noise, cond, cond_mask) + (() if cond_xyz is None else (cond_xyz,))
-        sample = partial(denoise_poses, self.pose_dit, self.scheduler, num_steps=num_steps)
-        if not graphed:
-            return sample(*inputs)
-        key = (num_steps, len(inputs))  # recorded for one number of steps, with or without positions
-        if key not in self._pose_graphs:
-            self._pose_graphs[key] = GraphedFunction(sample)
-        return self._pose_graphs[key](*inputs)
+        # a graph is recorded for one number of steps, with or without positions
+        run = self._graphed(("pose_dit", num_steps, len(inputs)), sample) if graphed else sample
+        return run(*inputs)
+
+    def _graphed(self, key: tuple, function: Any) -> GraphedFunction:
+        """``function`` replayed as CUDA graphs (recorded once per ``key`` and input shapes)."""
+        if key not in self._graphs:
+            self._graphs[key] = GraphedFunction(function)
+        return self._graphs[key]
 
     def plan_with_answer(self, xyz: Any, colors: Any, instance_ids: Any, instruction: str,
                          num_steps: int | None = None,

@@ -56,7 +56,7 @@ def ball_query(xyz: torch.Tensor, centres: torch.Tensor, radius: float, num_neig
     n = xyz.shape[1]
     squared = (centres[:, :, None] - xyz[:, None]).square().sum(-1)  # (B, S, N)
     index = torch.arange(n, device=xyz.device).expand_as(squared).clone()
-    index[squared > radius**2] = n
+    index.masked_fill_(squared > radius**2, n)
     index = index.sort(dim=-1).values[..., :num_neighbors]
     if index.shape[-1] < num_neighbors:  # fewer points than K in the whole cloud
         index = torch.cat([index, index.new_full((*index.shape[:2], num_neighbors - n), n)], dim=-1)

@@ -124,9 +124,9 @@ def normalize_locations(locations: torch.Tensor,
                         bounds: Sequence[Sequence[float]] = WORKSPACE_BOUNDS) -> torch.Tensor:
     """(..., 6) box centres and sizes in metres -> centres in [-1, 1] over ``bounds`` (the poses'
     frame) and sizes as fractions of the half-extent."""
-    extent = torch.as_tensor(bounds, dtype=locations.dtype, device=locations.device)
     centre = normalize_xyz(locations[..., :3], bounds)
-    return torch.cat([centre, 2 * locations[..., 3:] / (extent[:, 1] - extent[:, 0])], dim=-1)
+    sizes = [locations[..., 3 + axis] * (2 / (high - low)) for axis, (low, high) in enumerate(bounds)]
+    return torch.cat([centre, torch.stack(sizes, -1)], dim=-1)
 
 
 @dataclass
@@ -171,14 +171,21 @@ class SceneEncoder(nn.Module):
     def normalize_locations(self, locations: torch.Tensor) -> torch.Tensor:
         return normalize_locations(locations, self.config.location_bounds)
 
+    def _pointnet(self, objects: torch.Tensor) -> torch.Tensor:
+        """(N, P, 3 + C) object points -> (N, F) PointNet++ features."""
+        return self.pointnet(objects[..., :3], objects[..., 3:] if objects.shape[-1] > 3 else None)
+
     def forward(self, points: torch.Tensor, locations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """points (B, M, P, 3 + C), locations (B, M, 6), mask (B, M) -> tokens (B, M, D)."""
-        tokens = points.new_zeros(*mask.shape, self.config.hidden_size)
-        if mask.any():
+        if self.training:
             # only real objects go through PointNet++, so padding never enters BatchNorm statistics
-            real = points[mask]
-            features = self.pointnet(real[..., :3], real[..., 3:] if real.shape[-1] > 3 else None)
-            tokens[mask] = self.feature_proj(features)
+            tokens = points.new_zeros(*mask.shape, self.config.hidden_size)
+            if mask.any():
+                tokens[mask] = self.feature_proj(self._pointnet(points[mask]))
+        else:
+            # each object alone, so padding changes no real token; nothing is read on the host (CUDA graphs)
+            features = self._pointnet(points.flatten(0, 1))
+            tokens = torch.where(mask[..., None], self.feature_proj(features).unflatten(0, mask.shape), 0.0)
         locations = self.normalize_locations(locations)
         return tokens + self.location_linear(locations) + self.location_embed(locations)
 

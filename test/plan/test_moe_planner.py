@@ -21,6 +21,7 @@ from pointmoe_core.plan.moe_planner import (
 from pointmoe_core.plan.planner import PoseDiTPlanner, PoseDiTPlannerConfig
 from pointmoe_core.plan.pose_decoding import grounding_targets, pad_plans
 from pointmoe_core.plan.pose_dit import starting_noise
+from pointmoe_core.plan.scene_encoder import pad_scenes
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
 
@@ -248,6 +249,14 @@ def test_pose_dit_sampling_on_a_padded_condition_reads_nothing_back_and_gives_th
     assert reads.found == []
     for padded_part, plain_part in zip(padded, plain):
         torch.testing.assert_close(padded_part, plain_part, atol=1e-5, rtol=1e-4)
+
+
+def test_the_scene_tokenizer_reads_nothing_back_when_planning(config):
+    planner = _merged_planner(config)
+    scenes = [planner.scene_objects(*cloud(seed), torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    with torch.no_grad(), HostReads() as reads:
+        planner.scene(*pad_scenes(scenes))
+    assert reads.found == []
 
 
 def test_cuda_graphs_are_refused_off_a_gpu(config):

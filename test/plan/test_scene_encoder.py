@@ -135,6 +135,22 @@ def test_padded_objects_do_not_change_real_tokens_even_in_training():
     torch.testing.assert_close(after[:, :2][mask], before[:, :2][mask])
 
 
+def test_in_eval_all_object_slots_are_encoded_at_once_each_as_if_alone():
+    """Planning runs PointNet++ on every object slot, padding included (no boolean indexing, so
+    nothing is read on the host and CUDA graphs can record it): each real object's token is the one
+    it gets alone, and a padding slot carries its location terms only."""
+    scene = ConditionEncoder(TINY).scene.eval()
+    points, locations, mask, _, _ = make_batch()
+    points[~mask] = torch.randn_like(points[~mask]) * 100
+    with torch.no_grad():
+        tokens = scene(points, locations, mask)
+        for b, m in mask.nonzero().tolist():
+            alone = scene(points[b:b + 1, m:m + 1], locations[b:b + 1, m:m + 1], torch.ones(1, 1, dtype=torch.bool))
+            torch.testing.assert_close(tokens[b, m], alone[0, 0], atol=1e-5, rtol=1e-5)
+        normalized = scene.normalize_locations(locations[~mask])
+        torch.testing.assert_close(tokens[~mask], scene.location_linear(normalized) + scene.location_embed(normalized))
+
+
 def test_locations_are_scaled_like_the_poses():
     encoder = ConditionEncoder(TINY)
     centre_of_workspace = torch.tensor([[0.5, 0.0, 0.14, 0.5, 1.0, 0.28]])
