@@ -254,8 +254,9 @@ def test_pose_dit_sampling_on_a_padded_condition_reads_nothing_back_and_gives_th
 def test_the_scene_tokenizer_reads_nothing_back_when_planning(config):
     planner = _merged_planner(config)
     scenes = [planner.scene_objects(*cloud(seed), torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    batch = pad_scenes(scenes)
     with torch.no_grad(), HostReads() as reads:
-        planner.scene(*pad_scenes(scenes))
+        planner.scene(*batch)
     assert reads.found == []
 
 
