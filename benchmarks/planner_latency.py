@@ -20,7 +20,8 @@ the weights only through which experts the routers pick and which objects the pl
 CPU 4-7 % less than with the real weights, benchmarks/RESULTS.md), for a machine the real weights
 cannot reach. ``--count-ops`` prints how many aten operators one plan dispatches (each one host
 dispatch, and on a GPU in eager mode most of them a kernel launch), and how many of them are in the
-parts CUDA graphs record: the LLM's pass after the cached prefix and Pose-DiT's denoising loop.
+parts CUDA graphs record (the LLM's pass after the cached prefix, Pose-DiT's denoising loop, the
+scene tokenizer) and in the object pointer.
 """
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ class OperatorCount(TorchDispatchMode):
 
 
 def operators_per_plan(planner, frame) -> dict[str, int]:
-    """Operators of one plan: all, in the LLM's pass after the prefix, in Pose-DiT's denoising."""
-    counts = {"plan": OperatorCount(), "llm_pass": OperatorCount(), "pose_dit_denoising": OperatorCount()}
+    """Operators of one plan: all, and in each part (the first three are what CUDA graphs record)."""
+    parts = {"llm_pass": [(planner, "_suffix_states")], "pose_dit_denoising": [(planner, "_denoise")],
+             "scene_tokenizer": [(planner.scene, "forward")],
+             "object_pointer": [(planner.pointer, "forward"), (planner.pointer, "best_pair")]}
+    counts = {name: OperatorCount() for name in ["plan", *parts]}
 
     def counted(name: str, method):
         def run(*args, **kwargs):
@@ -75,14 +79,17 @@ def operators_per_plan(planner, frame) -> dict[str, int]:
                 return method(*args, **kwargs)
         return run
 
-    planner._suffix_states = counted("llm_pass", planner._suffix_states)
-    planner._denoise = counted("pose_dit_denoising", planner._denoise)
+    for name, methods in parts.items():
+        for owner, attribute in methods:
+            setattr(owner, attribute, counted(name, getattr(owner, attribute)))
     try:
         with counts["plan"]:
             planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction,
                          generator=torch.Generator().manual_seed(0))
     finally:
-        del planner._suffix_states, planner._denoise
+        for methods in parts.values():
+            for owner, attribute in methods:
+                delattr(owner, attribute)
     return {name: count.count for name, count in counts.items()}
 
 
@@ -155,8 +162,9 @@ def main() -> None:
               f"warm-up plans {warmup[name]:.1f} s")
         if name in operators:
             ops = operators[name]
-            print(f"  aten operators in one plan: {ops['plan']}, of them {ops['llm_pass']} in the LLM pass after the "
-                  f"prefix and {ops['pose_dit_denoising']} in Pose-DiT's denoising (what CUDA graphs record)")
+            print(f"  aten operators in one plan: {ops['plan']}; CUDA graphs record the LLM pass after the prefix "
+                  f"({ops['llm_pass']}), Pose-DiT's denoising ({ops['pose_dit_denoising']}) and the scene tokenizer "
+                  f"({ops['scene_tokenizer']}); eager: the object pointer ({ops['object_pointer']}) and the rest")
     if args.json:
         print(json.dumps({"ms_per_plan": results, "startup_s": startup, "warmup_s": warmup, "operators": operators,
                           "llm_random_weights": args.llm_random_weights}))

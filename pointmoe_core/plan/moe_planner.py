@@ -315,23 +315,32 @@ class ObjectPointer(nn.Module):
         """(B, 2, M): pick and place scores of each object; padding objects are -inf. ``pick``
         (B,), an object index or -1, is the object the place follows where given (the demo's, in
         training); elsewhere it follows the pick scores (their top object when ``hard``)."""
+        return self._scores(condition, self._read(condition), pick)
+
+    def _read(self, condition: PoseCondition) -> tuple[torch.Tensor, ...]:
+        """What the scores are made of, none of it depending on the pick: ``query="instruction"``'s
+        objects (after relating) and role queries; the other modes' final scores."""
         if self.query_mode == "fusion":
-            scores = self._fused_scores(condition)
-        elif self.query_mode == "instruction":
-            scores = self._instruction_scores(condition, pick)
-        else:
-            last = condition.mask.sum(1) - 1  # right-padded: the last real token
-            summary = condition.states[torch.arange(len(last), device=last.device), last]
-            query = self.query(self.norm(summary)).view(-1, 2, self.size)
-            scores = query @ self._object_keys(condition).transpose(1, 2) / self.size ** 0.5
+            return (self._fused_scores(condition),)
+        if self.query_mode == "instruction":
+            return self._instruction_reading(condition)
+        last = condition.mask.sum(1) - 1  # right-padded: the last real token
+        summary = condition.states[torch.arange(len(last), device=last.device), last]
+        query = self.query(self.norm(summary)).view(-1, 2, self.size)
+        return (query @ self._object_keys(condition).transpose(1, 2) / self.size ** 0.5,)
+
+    def _scores(self, condition: PoseCondition, reading: tuple[torch.Tensor, ...],
+                pick: torch.Tensor | None = None) -> torch.Tensor:
+        """``logits`` from ``_read``'s reading: only the instruction query's place follows the pick."""
+        scores = self._instruction_scores(condition, *reading, pick) if self.query_mode == "instruction" else reading[0]
         return scores.masked_fill(~condition.object_mask[:, None], float("-inf"))
 
     def _object_keys(self, condition: PoseCondition) -> torch.Tensor:
         return self.key(self.norm(condition.object_states)) + self.object_appearance(condition)
 
-    def _instruction_scores(self, condition: PoseCondition, pick: torch.Tensor | None) -> torch.Tensor:
-        """``query="instruction"``: role queries pooled from the text tokens, scored against the
-        objects after they have attended to each other; the place query adds the picked object."""
+    def _instruction_reading(self, condition: PoseCondition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``query="instruction"``: the objects after they have attended to each other, and the
+        pick and place role queries pooled from the text tokens."""
         text = condition.mask & ~condition.xyz[..., 0].isfinite()
         states = self.norm(condition.states)
         roles, _ = self.words(self.role_queries.expand(len(states), -1, -1), states, states,
@@ -346,6 +355,11 @@ class ObjectPointer(nn.Module):
         else:
             objects = self.relate(objects, src_key_padding_mask=~condition.object_mask)
         objects = objects.masked_fill(~condition.object_mask[..., None], 0.0)
+        return objects, pick_query, place_query
+
+    def _instruction_scores(self, condition: PoseCondition, objects: torch.Tensor, pick_query: torch.Tensor,
+                            place_query: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+        """The role queries scored against the objects; the place query adds the picked object."""
         scale = self.size ** -0.5
         pick_scores = (objects @ pick_query[..., None]).squeeze(-1) * scale
         picked = self.choose(pick_scores.masked_fill(~condition.object_mask, float("-inf")), pick)
@@ -372,12 +386,13 @@ class ObjectPointer(nn.Module):
         An object cannot go onto itself: such a step moves nothing and spends one of the task's few
         steps (LoHoRavens' stacking allows two more than there are blocks). Scenes with fewer than
         two objects get the top scores as they are."""
-        logits = self.logits(condition)
+        reading = self._read(condition)  # the scene and instruction are read once for every candidate
+        logits = self._scores(condition, reading)
         pair = logits.argmax(-1)
         pick_logp = logits[:, 0].log_softmax(-1)
         best = torch.full_like(pick_logp[:, 0], float("-inf"))
         for pick in pick_logp.topk(min(candidates, pick_logp.shape[-1]), -1).indices.unbind(-1):
-            place_logits = self.logits(condition, pick)[:, 1].scatter(-1, pick[:, None], float("-inf"))
+            place_logits = self._scores(condition, reading, pick)[:, 1].scatter(-1, pick[:, None], float("-inf"))
             place_logp, place = place_logits.log_softmax(-1).nan_to_num(float("-inf")).max(-1)
             total = pick_logp.gather(-1, pick[:, None]).squeeze(-1) + place_logp
             better = total > best

@@ -510,12 +510,14 @@ def test_planning_takes_the_likeliest_pair_whose_place_is_not_the_picked_object(
     place_scores = {0: torch.tensor([[3.0, -3.0, -3.0]]), 1: torch.tensor([[2.5, 0.0, -3.0]]),
                     2: torch.tensor([[0.0, 0.0, 0.0]])}
 
-    def logits(condition, pick=None):
+    def scores(condition, reading, pick=None):
         place = place_scores[0 if pick is None else int(pick[0])]
         return torch.stack([pick_scores, place], 1)
 
-    pointer.logits = logits
+    reads = []
+    pointer._read, pointer._scores = (lambda condition: reads.append(condition) or ()), scores
     assert pointer.best_pair(None).tolist() == [[1, 0]]
+    assert len(reads) == 1  # the scene is read once, each candidate pick's place scored from that
     place_scores[0] = torch.tensor([[3.0, 1.0, -3.0]])  # now the top pick has another good place
     assert pointer.best_pair(None).tolist() == [[0, 1]]
     pick_scores, place_scores[0] = torch.tensor([[1.0]]), torch.tensor([[1.0]])  # one object: as it is
