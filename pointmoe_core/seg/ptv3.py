@@ -278,26 +278,29 @@ def attention_windows(point: Point, patch_size: int) -> dict[str, Any]:
     K = patch_size
     device = point.offset.device
     counts = point.bincount
+    # the one read from the device: every size the index tensors need follows on the host
+    sizes = counts.tolist()
+    padded_sizes = [(c + K - 1) // K * K if c > K else c for c in sizes]
+    window_sizes = [(p + K - 1) // K for p in padded_sizes]
     padded = torch.where(counts > K, (counts + K - 1) // K * K, counts)
     start = torch.cumsum(counts, 0) - counts
     start_pad = torch.cumsum(padded, 0) - padded
     num_clouds = len(counts)
 
-    unpad = torch.arange(int(counts.sum()), device=device)
-    unpad = unpad + torch.repeat_interleave(start_pad - start, counts)
+    unpad = torch.arange(sum(sizes), device=device)
+    unpad = unpad + torch.repeat_interleave(start_pad - start, counts, output_size=sum(sizes))
 
-    cloud = torch.repeat_interleave(torch.arange(num_clouds, device=device), padded)
-    local = torch.arange(int(padded.sum()), device=device) - start_pad[cloud]
+    cloud = torch.repeat_interleave(torch.arange(num_clouds, device=device), padded, output_size=sum(padded_sizes))
+    local = torch.arange(sum(padded_sizes), device=device) - start_pad[cloud]
     local = torch.where(local < counts[cloud], local, local - K)  # tail slots repeat earlier points
     pad = local + start[cloud]
 
     windows = (padded + K - 1) // K
-    w_cloud = torch.repeat_interleave(torch.arange(num_clouds, device=device), windows)
-    w_local = torch.arange(int(windows.sum()), device=device) - (torch.cumsum(windows, 0) - windows)[w_cloud]
+    w_cloud = torch.repeat_interleave(torch.arange(num_clouds, device=device), windows, output_size=sum(window_sizes))
+    w_local = torch.arange(sum(window_sizes), device=device) - (torch.cumsum(windows, 0) - windows)[w_cloud]
     cu_seqlens = torch.cat([start_pad[w_cloud] + w_local * K, padded.sum().view(1)]).int()
 
-    point.cache[key] = dict(pad=pad, unpad=unpad, cu_seqlens=cu_seqlens,
-                            full=bool((counts >= K).all()))
+    point.cache[key] = dict(pad=pad, unpad=unpad, cu_seqlens=cu_seqlens, full=all(c >= K for c in sizes))
     return point.cache[key]
 
 
@@ -506,11 +509,15 @@ class SerializedPooling(nn.Module):
 
         feat = torch.segment_reduce(self.proj(point.feat)[indices], "max", offsets=ptr)
         coord = torch.segment_reduce(point.coord[indices], "mean", offsets=ptr)
+        batch = point.batch[head]  # ascending: the first code's top bits are the cloud
+        # the pooled offsets by search, not bincount (which on a GPU reads the largest cloud index)
+        offset = torch.searchsorted(batch, torch.arange(len(point.offset), device=batch.device), right=True)
         pooled = Point(
             feat=self.act(self.norm(feat)),
             coord=coord,
             grid_coord=point.grid_coord[head] >> depth,
-            batch=point.batch[head],
+            batch=batch,
+            offset=offset,
             grid_size=None if point.grid_size is None else point.grid_size * self.stride,
             serialized_depth=point.serialized_depth - depth,
             serialized_code=code,

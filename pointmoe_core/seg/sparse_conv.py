@@ -96,7 +96,7 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     # the offsets before the centre in (dx, dy) rows of dz = -radius..radius, all rows at once
     span = range(-radius, radius + 1)
     rows_xy = [(dx, dy) for dx in span for dy in span][:centre // kernel_size + 1]
-    size_y, size_z = int(extent[1]), int(extent[2])
+    size_y, size_z = extent[1:].tolist()
     row_shift = torch.tensor([(dx * size_y + dy) * size_z for dx, dy in rows_xy], device=device)
     query = sorted_keys + row_shift[:, None] - radius  # (rows, n): dz = -radius
     pos = _search_sorted(sorted_keys, query, int32=n < 2**31 - kernel_size)
