@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import torch
 
+# the fused kernel reads 16-byte rows: widths a multiple of 8 bfloat16 values
+GROUPED_WIDTH = 8
+
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     """The dtype matrix products of ``tensor`` run in: autocast's where autocast is on for its device."""
@@ -28,8 +31,8 @@ def fused(device: torch.device | str, dtype: torch.dtype) -> bool:
 
 def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     """``rows[ends[g-1]:ends[g]] @ weights[g].T`` for every group g, stacked: rows (P, in), weights
-    (G, out, in) as ``nn.Linear`` stores them, ends (G,) int32 -> (P, out). Row widths must be
-    16-byte multiples (8 bfloat16 values) for the fused kernel."""
+    (G, out, in) as ``nn.Linear`` stores them, ends (G,) int32 -> (P, out). Widths must be
+    multiples of ``GROUPED_WIDTH`` for the fused kernel."""
     # (G, in, out) as a transposed view of the contiguous (G, out, in) stack: the column-major
     # operand the kernel wants; gradients reach the weights through the view
     return torch._grouped_mm(rows, weights.to(rows.dtype).contiguous().transpose(1, 2), offs=ends)

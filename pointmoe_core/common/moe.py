@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .grouped_mm import compute_dtype, fused, grouped_mm
+from .grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm
 
 # the gated MLPs' activations, by the names configs use
 ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
@@ -67,7 +67,7 @@ def _plain_gated_mlp(expert: nn.Module) -> bool:
     layers = [_projection(expert, name) for name in ("gate_proj", "up_proj", "down_proj")]
     return (_activation(expert) is not None
             and all(layer is not None and layer.bias is None for layer in layers)
-            and all(size % 8 == 0 for size in layers[0].weight.shape))
+            and all(size % GROUPED_WIDTH == 0 for size in layers[0].weight.shape))
 
 
 def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weight: torch.Tensor,

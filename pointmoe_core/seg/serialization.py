@@ -42,8 +42,8 @@ def _interleave(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tens
 
 
 def _check(grid_coord: torch.Tensor, depth: int) -> torch.Tensor:
-    if grid_coord.ndim != 2 or grid_coord.shape[1] != 3:
-        raise ValueError(f"grid_coord must be (N, 3), got {tuple(grid_coord.shape)}")
+    if grid_coord.ndim < 2 or grid_coord.shape[-1] != 3:
+        raise ValueError(f"grid_coord must be (..., N, 3), got {tuple(grid_coord.shape)}")
     if not 0 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be in [0, {MAX_DEPTH}], got {depth}")
     # Like Pointcept, only the low `depth` bits of each axis are encoded.
@@ -51,21 +51,21 @@ def _check(grid_coord: torch.Tensor, depth: int) -> torch.Tensor:
 
 
 def z_order_encode(grid_coord: torch.Tensor, depth: int = MAX_DEPTH) -> torch.Tensor:
-    """Morton code of integer grid coordinates ``(N, 3)`` -> int64 ``(N,)``."""
+    """Morton code of integer grid coordinates ``(..., N, 3)`` -> int64 ``(..., N)``."""
     g = _check(grid_coord, depth)
-    return _interleave(g[:, 0], g[:, 1], g[:, 2])
+    return _interleave(g[..., 0], g[..., 1], g[..., 2])
 
 
 def hilbert_encode(grid_coord: torch.Tensor, depth: int = MAX_DEPTH) -> torch.Tensor:
-    """3D Hilbert index of integer grid coordinates ``(N, 3)`` -> int64 ``(N,)``.
+    """3D Hilbert index of integer grid coordinates ``(..., N, 3)`` -> int64 ``(..., N)``.
 
     Skilling's algorithm on int64 columns: undo excess work from the most significant bit
     down (invert or exchange the lower bits of axis 0), then Gray-decode the transposed index.
     """
     g = _check(grid_coord, depth)
     if depth == 0:
-        return torch.zeros(g.shape[0], dtype=torch.long, device=g.device)
-    x = [g[:, 0].clone(), g[:, 1].clone(), g[:, 2].clone()]
+        return torch.zeros(g.shape[:-1], dtype=torch.long, device=g.device)
+    x = [g[..., 0].clone(), g[..., 1].clone(), g[..., 2].clone()]
     top = 1 << (depth - 1)
 
     # Inverse undo: for each bit q from the top, for each axis i.
@@ -102,14 +102,23 @@ def encode(
     order: str = "z",
 ) -> torch.Tensor:
     """Serialization code for one curve; with ``batch`` the cloud index fills the high bits."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown serialization order {order!r}; expected one of {ORDERS}")
-    if order.endswith("-trans"):
-        grid_coord = grid_coord[:, [1, 0, 2]]
-    if order.startswith("z"):
-        code = z_order_encode(grid_coord, depth)
-    else:
-        code = hilbert_encode(grid_coord, depth)
+    return encode_orders(grid_coord, batch, depth, [order])[0]
+
+
+def encode_orders(grid_coord: torch.Tensor, batch: torch.Tensor | None, depth: int,
+                  orders: Sequence[str]) -> torch.Tensor:
+    """``encode`` for several curves, (K, N): each curve with its ``-trans`` twin in one pass, the
+    twin's coordinates stacked beside the original's (half the operators of one pass per curve)."""
+    unknown = [order for order in orders if order not in ORDERS]
+    if unknown:
+        raise ValueError(f"unknown serialization order {unknown[0]!r}; expected one of {ORDERS}")
+    codes: dict[str, torch.Tensor] = {}
+    for curve, encode_curve in (("z", z_order_encode), ("hilbert", hilbert_encode)):
+        wanted = [order for order in orders if order.split("-")[0] == curve]
+        if wanted:
+            axes = [[1, 0, 2] if order.endswith("-trans") else [0, 1, 2] for order in wanted]
+            codes.update(zip(wanted, encode_curve(torch.stack([grid_coord[:, a] for a in axes]), depth)))
+    code = torch.stack([codes[order] for order in orders])
     if batch is not None:
         code = (batch.long() << (depth * 3)) | code
     return code
@@ -132,6 +141,6 @@ def serialize(
     ``order[k]`` lists point indices along curve ``k``; ``inverse[k]`` maps a point to its
     position in that sequence. Sorting is stable, so duplicated codes keep storage order.
     """
-    code = torch.stack([encode(grid_coord, batch, depth, o) for o in orders])
+    code = encode_orders(grid_coord, batch, depth, orders)
     order = torch.argsort(code, dim=-1, stable=True)
     return code, order, inverse_permutation(order)

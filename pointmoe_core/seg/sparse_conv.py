@@ -24,9 +24,10 @@ from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..common.grouped_mm import compute_dtype, fused, grouped_mm
+from ..common.grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm
 
 
 @functools.cache
@@ -140,8 +141,12 @@ def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMa
     if grouped:
         out_rows, in_rows, ends = nmap.pairs_by_offset
         dtype = compute_dtype(feat)
-        per_offset = weight.reshape(cout, -1, cin).transpose(0, 1)  # (K, out, in)
-        products = grouped_mm(feat.index_select(0, in_rows).to(dtype), per_offset, ends)
+        # the fused kernel wants 16-byte rows: widths padded with zeros to multiples of 8 (the stem's
+        # 4-6 input channels), which adds nothing to the products
+        pad_in, pad_out = -cin % GROUPED_WIDTH, -cout % GROUPED_WIDTH
+        per_offset = F.pad(weight.reshape(cout, -1, cin), (0, pad_in, 0, 0, 0, pad_out)).transpose(0, 1)
+        rows = F.pad(feat.index_select(0, in_rows), (0, pad_in)).to(dtype)
+        products = grouped_mm(rows, per_offset, ends)[:, :cout]
         return products.new_zeros(nmap.num_points, cout).index_add_(0, out_rows, products)
     per_offset = weight.reshape(cout, -1, cin)
     centre = per_offset.shape[1] // 2
@@ -271,14 +276,12 @@ class SubMConv3d(nn.Module):
     def kernel(self, device: torch.device | str, dtype: torch.dtype) -> str:
         """What runs this convolution on ``device`` in ``dtype``: "spconv", "torch" (ours, a GEMM per
         kernel offset) or "grouped_mm" (ours, one grouped GEMM: auto where that is a fused kernel,
-        CUDA in bfloat16, and both widths are multiples of 8)."""
+        CUDA in bfloat16)."""
         if self.backend == "spconv":
             return "spconv"
         if self.offset_products not in ("auto", "loop", "grouped"):
             raise ValueError(f"offset_products must be auto, loop or grouped, got {self.offset_products!r}")
-        grouped = self.offset_products == "grouped" or (
-            self.offset_products == "auto" and fused(device, dtype)
-            and self.in_channels % 8 == 0 and self.out_channels % 8 == 0)
+        grouped = self.offset_products == "grouped" or (self.offset_products == "auto" and fused(device, dtype))
         return "grouped_mm" if grouped else "torch"
 
     def reset_parameters(self) -> None:

@@ -48,17 +48,18 @@ def test_torch_backend_equals_dense_conv3d(kernel_size, seed):
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel_size", [3, 5])
-def test_grouped_offset_products_equal_the_loop_and_dense_conv3d(kernel_size):
+@pytest.mark.parametrize("kernel_size, widths", [(3, (8, 16)), (5, (8, 16)), (5, (4, 12)), (3, (6, 5))])
+def test_grouped_offset_products_equal_the_loop_and_dense_conv3d(kernel_size, widths):
     """CUDA's grouped-GEMM path (torch also runs it on a CPU, one GEMM per group): the loop's outputs
-    and gradients, on a sparse grid where most of the kernel's offsets meet no neighbour."""
+    and gradients, on a sparse grid where most of the kernel's offsets meet no neighbour; widths
+    that are not multiples of 8 (the stem's input) are padded with zeros for it."""
     torch.manual_seed(2)
     grid_coord, batch = random_sparse_grid(2, extent=(9, 9, 9), points_per_cloud=(30, 12))
-    conv = SubMConv3d(8, 16, kernel_size, backend="torch")
+    conv = SubMConv3d(*widths, kernel_size, backend="torch")
     results = {}
     for products in ("loop", "grouped"):
         conv.offset_products = products
-        feat = torch.randn(len(batch), 8, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+        feat = torch.randn(len(batch), widths[0], generator=torch.Generator().manual_seed(3)).requires_grad_(True)
         out = conv(feat, grid_coord, batch)
         results[products] = (out, *torch.autograd.grad(out.square().sum(), [feat, conv.weight, conv.bias]))
     for got, want in zip(results["grouped"], results["loop"]):
@@ -87,7 +88,7 @@ def test_grouped_offset_products_are_chosen_only_where_a_fused_kernel_runs():
     with torch.no_grad():
         assert conv.kernel("cuda", torch.bfloat16) == fused
         assert conv.kernel("cuda", torch.float32) == conv.kernel("cpu", torch.bfloat16) == "torch"
-        assert SubMConv3d(6, 32, 3, backend="torch").kernel("cuda", torch.bfloat16) == "torch"  # 24-byte rows
+        assert SubMConv3d(6, 32, 3, backend="torch").kernel("cuda", torch.bfloat16) == fused  # padded to 8
     conv.offset_products = "grouped"
     assert conv.kernel("cpu", torch.float32) == "grouped_mm"
     conv.offset_products = "every"
