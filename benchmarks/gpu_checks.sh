@@ -16,9 +16,9 @@
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
 # the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole
 # perception callback on 120k points at tiny / base / L in float32 and bfloat16 (bfloat16 once more
-# with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), the 3D-MoE
-# planner's plan (LLM in float32 and bfloat16), and an operator profile and the host syncs of one
-# L callback.
+# with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), each with its
+# count of aten operators, the 3D-MoE planner's plan (LLM in float32 and bfloat16, eager, and
+# bfloat16 replayed as CUDA graphs), and an operator profile and the host syncs of one L callback.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,7 +63,7 @@ import sys, torch; print(sys.version.split()[0], torch.__version__, torch.versio
     done
     for dtype in float32 bfloat16; do
         check "perception_$dtype" python3 benchmarks/perception_latency.py --device cuda --dtype "$dtype" \
-            --configs tiny base L --points 120000 --backends torch --repeats 5 --scan "$scan" --json
+            --configs tiny base L --points 120000 --backends torch --repeats 5 --scan "$scan" --count-ops --json
     done
     check perception_bfloat16_loops python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
         --configs tiny L --points 120000 --backends torch --repeats 5 --scan "$scan" --loops --json

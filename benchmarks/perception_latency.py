@@ -2,7 +2,8 @@
 
     python benchmarks/perception_latency.py [--points 120000] [--configs tiny edge base L]
         [--backends torch spconv] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
-        [--threads N] [--repeats 3] [--loops] [--scan FILE.bin] [--profile N] [--json]
+        [--threads N] [--repeats 3] [--loops | --grouped] [--scan FILE.bin] [--profile N] [--count-ops]
+        [--json]
 
 The scan is SemanticKITTI sequence 00, frame 000000 from ``../shared/data/semantickitti`` (~124k
 points; ``--scan`` names another KITTI .bin), cut or tiled to ``--points``. Each step is what
@@ -15,7 +16,9 @@ importable. The median of ``--repeats`` callbacks after one warm-up; a JSON line
 Each row names the kernels that ran (``Segmenter.kernels``). ``--profile N`` adds, per model, the N
 operators that took the most device time (CPU time on a CPU) in one more callback, from
 ``torch.profiler``, and on CUDA the lines of ours that made the host wait for the GPU
-(``torch.cuda.set_sync_debug_mode``).
+(``torch.cuda.set_sync_debug_mode``). ``--count-ops`` counts the aten operators of one more callback
+(host dispatches; on a GPU in eager mode mostly kernel launches); with ``--grouped`` a CPU runs the
+grouped-GEMM paths a GPU takes in bfloat16, so the count there approximates the GPU's.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import cpu_model
+from operators import OperatorCount
 
 from pointmoe_core.common.heap import keep_freed_memory
 from pointmoe_core.io import PointCloud, cloud_from_msg, msg_from_cloud, read_kitti_bin
@@ -53,17 +57,18 @@ def scan_message(path: Path, points: int):
                           ("velodyne", 0.0), msg_class="rosbags")
 
 
-def segmenter_for(config: str, backend: str, device: str, dtype: str = "float32", loops: bool = False) -> Segmenter:
+def segmenter_for(config: str, backend: str, device: str, dtype: str = "float32", products: str = "auto") -> Segmenter:
     preset = load_config(config)
     preset = dataclasses.replace(preset, backbone=dataclasses.replace(preset.backbone, conv_backend=backend))
     torch.manual_seed(0)
     model = PointMoESegmentor(preset)
-    if loops:  # one GEMM per kernel offset and per expert, also where grouped GEMMs would run
-        for module in model.modules():
-            if isinstance(module, SubMConv3d):
-                module.offset_products = "loop"
-            elif isinstance(module, SparseMoE):
-                module.dispatch = "loop"
+    # "loop": a GEMM per kernel offset and per expert even where grouped GEMMs would run; "grouped":
+    # grouped GEMMs everywhere (on a CPU torch runs them as loops of its own: the GPU's operators)
+    for module in model.modules():
+        if isinstance(module, SubMConv3d):
+            module.offset_products = products
+        elif isinstance(module, SparseMoE):
+            module.dispatch = products
     model.head.set_class_embedding(torch.randn(len(preset.class_names), preset.head.text_dim))
     return Segmenter(model, device=device, input=OUTDOOR_INPUT, dtype=dtype)
 
@@ -116,11 +121,16 @@ def main() -> None:
     parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                         help="tune malloc as perception_node does by default (common.heap)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--loops", action="store_true",
-                        help="one GEMM per kernel offset and per expert even where grouped GEMMs would run")
+    products = parser.add_mutually_exclusive_group()
+    products.add_argument("--loops", action="store_const", const="loop", dest="products", default="auto",
+                          help="one GEMM per kernel offset and per expert even where grouped GEMMs would run")
+    products.add_argument("--grouped", action="store_const", const="grouped", dest="products",
+                          help="grouped GEMMs for every convolution and MoE layer, also on a CPU")
     parser.add_argument("--scan", type=Path, default=SCAN, help="a KITTI .bin (x, y, z, intensity float32)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print the N most expensive operators of one more callback per model")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="also count the aten operators of one more callback per model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not args.scan.is_file():
@@ -143,15 +153,20 @@ def main() -> None:
     rows = []
     for config in args.configs:
         for backend in backends:
-            segmenter = segmenter_for(config, backend, args.device, args.dtype, args.loops)
+            segmenter = segmenter_for(config, backend, args.device, args.dtype, args.products)
             callback_seconds(segmenter, msg, mapping)  # warm-up
             runs = [callback_seconds(segmenter, msg, mapping) for _ in range(args.repeats)]
             row = {"config": config, "backend": backend,
                    **{k: round(1000 * statistics.median(r[k] for r in runs), 1) for k in (*STAGES, "total")},
                    "kernels": segmenter.kernels}
+            if args.count_ops:
+                with OperatorCount() as counted:
+                    callback_seconds(segmenter, msg, mapping)
+                row["operators"] = counted.count
             rows.append(row)
             print(f"{config:>5} {backend:>6}: " + "  ".join(f"{k} {row[k]:.1f} ms" for k in (*STAGES, "total"))
-                  + "  (" + ", ".join(f"{k} {v}" for k, v in segmenter.kernels.items()) + ")", flush=True)
+                  + "  (" + ", ".join(f"{k} {v}" for k, v in segmenter.kernels.items()) + ")"
+                  + (f"  {row['operators']} aten operators" if args.count_ops else ""), flush=True)
             if args.profile:
                 print_profile(segmenter, msg, mapping, args.profile)
         if len(backends) == 2:

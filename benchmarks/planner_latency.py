@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 from machine import cpu_model
-from torch.utils._python_dispatch import TorchDispatchMode
+from operators import OperatorCount
 
 from pointmoe_core.common.device import LLM_DTYPES
 from pointmoe_core.data.demo_frames import load_demo_frames
@@ -52,18 +52,6 @@ def plan_ms(planner, frames, repeats: int) -> tuple[float, float]:
     times = [planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=generator).planning_time
              for f in frames for _ in range(repeats)]
     return 1000 * statistics.median(times), warmup
-
-
-class OperatorCount(TorchDispatchMode):
-    """Counts the aten operators dispatched while it is on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def operators_per_plan(planner, frame) -> dict[str, int]:
