@@ -58,7 +58,7 @@ def operators_per_plan(planner, frame) -> dict[str, int]:
     """Operators of one plan: all, and in each part (the first three are what CUDA graphs record)."""
     parts = {"llm_pass": [(planner, "_suffix_states")], "pose_dit_denoising": [(planner, "_denoise")],
              "scene_tokenizer": [(planner.scene, "forward")],
-             "object_pointer": [(planner.pointer, "forward"), (planner.pointer, "best_pair")]}
+             "object_pointer": [(planner.pointer, name) for name in ("read", "best_pair", "forward")]}
     counts = {name: OperatorCount() for name in ["plan", *parts]}
 
     def counted(name: str, method):

@@ -315,11 +315,12 @@ class ObjectPointer(nn.Module):
         """(B, 2, M): pick and place scores of each object; padding objects are -inf. ``pick``
         (B,), an object index or -1, is the object the place follows where given (the demo's, in
         training); elsewhere it follows the pick scores (their top object when ``hard``)."""
-        return self._scores(condition, self._read(condition), pick)
+        return self._scores(condition, self.read(condition), pick)
 
-    def _read(self, condition: PoseCondition) -> tuple[torch.Tensor, ...]:
+    def read(self, condition: PoseCondition) -> tuple[torch.Tensor, ...]:
         """What the scores are made of, none of it depending on the pick: ``query="instruction"``'s
-        objects (after relating) and role queries; the other modes' final scores."""
+        objects (after relating) and role queries; the other modes' final scores. Planning reads a
+        condition once for ``best_pair`` and the forward."""
         if self.query_mode == "fusion":
             return (self._fused_scores(condition),)
         if self.query_mode == "instruction":
@@ -331,7 +332,7 @@ class ObjectPointer(nn.Module):
 
     def _scores(self, condition: PoseCondition, reading: tuple[torch.Tensor, ...],
                 pick: torch.Tensor | None = None) -> torch.Tensor:
-        """``logits`` from ``_read``'s reading: only the instruction query's place follows the pick."""
+        """``logits`` from ``read``'s reading: only the instruction query's place follows the pick."""
         scores = self._instruction_scores(condition, *reading, pick) if self.query_mode == "instruction" else reading[0]
         return scores.masked_fill(~condition.object_mask[:, None], float("-inf"))
 
@@ -380,13 +381,15 @@ class ObjectPointer(nn.Module):
         return weights
 
     @torch.no_grad()
-    def best_pair(self, condition: PoseCondition, candidates: int = 3) -> torch.Tensor:
+    def best_pair(self, condition: PoseCondition, candidates: int = 3,
+                  reading: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Planning's (pick, place) objects (B, 2): among the ``candidates`` top-scored picks, the
         pair of highest log p(pick) + log p(place | pick), the place never the picked object itself.
         An object cannot go onto itself: such a step moves nothing and spends one of the task's few
         steps (LoHoRavens' stacking allows two more than there are blocks). Scenes with fewer than
-        two objects get the top scores as they are."""
-        reading = self._read(condition)  # the scene and instruction are read once for every candidate
+        two objects get the top scores as they are. ``reading``: ``read(condition)``, if already made."""
+        if reading is None:  # read once for every candidate pick
+            reading = self.read(condition)
         logits = self._scores(condition, reading)
         pair = logits.argmax(-1)
         pick_logp = logits[:, 0].log_softmax(-1)
@@ -421,12 +424,13 @@ class ObjectPointer(nn.Module):
                                              condition.object_mask))
         return self.appearance(torch.cat(features, -1))
 
-    def forward(self, condition: PoseCondition, given: torch.Tensor | None = None
-                ) -> tuple[PoseCondition, torch.Tensor]:
+    def forward(self, condition: PoseCondition, given: torch.Tensor | None = None,
+                reading: tuple[torch.Tensor, ...] | None = None) -> tuple[PoseCondition, torch.Tensor]:
         """The condition with the two pointer tokens appended (states, mask, xyz), and the logits.
         ``given`` (B, 2), object indices or -1, fixes the pick and place objects where given (the
-        demo's, in training)."""
-        logits = self.logits(condition, None if given is None else given[:, 0])
+        demo's, in training). ``reading``: ``read(condition)``, if already made."""
+        reading = self.read(condition) if reading is None else reading
+        logits = self._scores(condition, reading, None if given is None else given[:, 0])
         weights = self.choose(logits, given)
         states = weights @ condition.object_states + self.roles
         centres = normalize_xyz(condition.object_locations[..., :3])
@@ -795,8 +799,9 @@ class MoEPlanner(nn.Module):
         start = time.perf_counter()
         scene = self.scene_objects(xyz, colors, instance_ids, generator)
         condition = self.condition([scene], [instruction])
-        chosen = self.pointer.best_pair(condition) if self.pointer.hard else None
-        c, pointer_logits = self.pointer(condition, chosen)
+        reading = self.pointer.read(condition)
+        chosen = self.pointer.best_pair(condition, reading=reading) if self.pointer.hard else None
+        c, pointer_logits = self.pointer(condition, chosen, reading)
         noise = starting_noise(self.pose_dit, c.states, self.config.horizon, generator)
         poses, stop = self._denoise(noise, c.states, c.mask, c.xyz if self.config.object_positions else None,
                                     num_steps)

@@ -515,7 +515,7 @@ def test_planning_takes_the_likeliest_pair_whose_place_is_not_the_picked_object(
         return torch.stack([pick_scores, place], 1)
 
     reads = []
-    pointer._read, pointer._scores = (lambda condition: reads.append(condition) or ()), scores
+    pointer.read, pointer._scores = (lambda condition: reads.append(condition) or ()), scores
     assert pointer.best_pair(None).tolist() == [[1, 0]]
     assert len(reads) == 1  # the scene is read once, each candidate pick's place scored from that
     place_scores[0] = torch.tensor([[3.0, 1.0, -3.0]])  # now the top pick has another good place
