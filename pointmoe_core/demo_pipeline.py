@@ -324,7 +324,8 @@ def run_pipeline(args: Any) -> dict:
 
     print(f"loading the segmenter {args.seg_checkpoint} and the planner {args.planner} on {args.device}", flush=True)
     segmenter = Segmenter.from_checkpoint(args.seg_checkpoint, device=args.device)
-    planner = load_planner(args.planner, map_location=args.device, llm_dtype=args.llm_dtype)
+    planner = load_planner(args.planner, map_location=args.device, llm_dtype=args.llm_dtype,
+                           cuda_graphs=args.cuda_graphs)
     planner.config.snap_radius = args.snap_radius
     vocabulary, sim_to_vocabulary = class_mapping(segmenter.config.class_names, SEMANTIC_CLASSES)
     scored = "sim ground truth mapped onto them by name" if (sim_to_vocabulary >= 0).any() else (

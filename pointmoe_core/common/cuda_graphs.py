@@ -11,7 +11,7 @@ fails), and the output is used before the next call, which overwrites it.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -21,24 +21,24 @@ logger = logging.getLogger(__name__)
 # workspaces, autotuning) must happen outside the recording
 WARMUP_CALLS = 2
 
-# a recorded graph, the input buffers it reads and the output buffer it writes
-Recorded = tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]
+# a recorded graph, the input buffers it reads and the output buffers it writes (a tensor or a tuple)
+Recorded = tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]
 
 
 class GraphedFunction:
-    """``function(*tensors) -> tensor`` run as a replayed CUDA graph, recorded on the first call
+    """``function(*tensors) -> tensor(s)`` run as a replayed CUDA graph, recorded on the first call
     with each new combination of input shapes and dtypes.
 
     If a capture fails (the function made the host wait for the GPU), the reason is logged once and
     every later call runs ``function`` eagerly: slower, never wrong.
     """
 
-    def __init__(self, function: Callable[..., torch.Tensor]) -> None:
+    def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
         self.graphs: dict[tuple, Recorded] = {}
         self.failed: str | None = None
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> Any:
         if self.failed is not None:
             return self.function(*inputs)
         key = tuple((x.shape, x.dtype, x.device) for x in inputs)
@@ -65,7 +65,10 @@ class GraphedFunction:
                 self.function(*static_inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: CUDA calls of other threads (a node's executor) do not break the recording
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            output = self.function(*static_inputs)
+        # the outer stream context puts the current stream back even where a failed capture leaves
+        # torch.cuda.graph's own exit half done; thread_local: other threads' CUDA calls (a node's
+        # executor) do not break the recording
+        with torch.cuda.stream(torch.cuda.current_stream(device)):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                output = self.function(*static_inputs)
         return graph, static_inputs, output
