@@ -25,6 +25,8 @@ def test_planner_node_plans_and_answers_with_a_3d_moe_planner(ros_install, rclpy
     planner.save(tmp_path / "planner")
     sim = _node(ros_install, "sim_bridge_node", "-p", "rate_hz:=2.0")
     wrong = _node(ros_install, "planner_node", "-p", f"checkpoint:={tmp_path}", "-r", "__node:=wrong_kind")
+    graphs_on_cpu = _node(ros_install, "planner_node", "-p", "planner:=3d_moe", "-p", f"checkpoint:={tmp_path}",
+                          "-p", "device:=cpu", "-p", "cuda_graphs:=true", "-r", "__node:=graphs_on_cpu")
     node_process = _node(ros_install, "planner_node", "-p", "planner:=3d_moe", "-p", f"checkpoint:={tmp_path}",
                          "-p", "device:=cpu", "-r", "~/input/points:=/sim_bridge_node/output/points",
                          "-r", "~/input/instruction:=/sim_bridge_node/output/instruction")
@@ -41,9 +43,12 @@ def test_planner_node_plans_and_answers_with_a_3d_moe_planner(ros_install, rclpy
         assert isinstance(answers[0].data, str)
     finally:
         node.destroy_node()
-        logs = []
-        for process in (node_process, wrong, sim):
+        logs, still_up = [], []
+        for process in (node_process, wrong, graphs_on_cpu, sim):
+            still_up.append(process.poll() is None)
             process.terminate()
             logs.append(process.communicate(timeout=20)[0])
     assert "3d_moe planner from" in logs[0] and "ready on cpu" in logs[0], logs[0]
     assert "is a 3d_moe planner, not pose_dit" in logs[1], logs[1]
+    # a setting the machine cannot honour: one clear line, and the node stays up, unconfigured
+    assert "CUDA graphs need the planner on a CUDA device, not on cpu" in logs[2] and still_up[2], logs[2]
