@@ -11,7 +11,7 @@ plans, on ``--threads`` torch threads, with a 3D-MoE planner's LLM in each ``--l
 are against the first planner given. Each planner's start-up (``load_planner`` to ready, imports
 excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes it on a first
 start) is printed beside it. ``--device cuda`` plans on a GPU, where ``--cuda-graphs`` adds each
-planner with its bfloat16 LLM replayed as CUDA graphs (``load_planner(..., cuda_graphs=True)``;
+planner with a bfloat16 LLM, replayed as CUDA graphs (``load_planner(..., cuda_graphs=True)``;
 recorded during the warm-up plans, whose total time is printed too). ``--llm-folder`` loads a 3D-MoE
 planner's base LLM from a Hugging Face folder instead of its saved source. With
 ``--llm-random-weights`` that folder needs only its config and tokenizer: the LLM gets seeded random
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--llm-random-weights", action="store_true",
                         help="with --llm-folder: its architecture and tokenizer, seeded random weights (timing only)")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="on CUDA: each 3D-MoE planner also with its bfloat16 LLM replayed as CUDA graphs")
+                        help="on CUDA: each 3D-MoE planner also with a bfloat16 LLM, replayed as CUDA graphs")
     parser.add_argument("--count-ops", action="store_true",
                         help="also count the aten operators of one plan (3D-MoE planners without CUDA graphs)")
     parser.add_argument("--json", action="store_true")

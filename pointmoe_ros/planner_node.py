@@ -65,7 +65,7 @@ class PlannerNode(LifecycleNode):
         self.declare_parameter("checkpoint", "")
         self.declare_parameter("device", "auto")
         self.declare_parameter("llm_dtype", "float32")  # a 3D-MoE planner's LLM: float32, bfloat16, int8 (CPU)
-        self.declare_parameter("cuda_graphs", False)  # a 3D-MoE planner's LLM replayed as CUDA graphs (GPU, bfloat16)
+        self.declare_parameter("cuda_graphs", False)  # a 3D-MoE planner as CUDA graphs (GPU, llm_dtype bfloat16)
         self.declare_parameter("torch_threads", 0)  # 0: torch's default, one per core
         self.declare_parameter("sampling_steps", 0)  # 0: the checkpoint's
         self.declare_parameter("snap_radius", -1.0)  # metres; negative: the checkpoint's
