@@ -12,7 +12,8 @@ are against the first planner given. Each planner's start-up (``load_planner`` t
 excluded; a 3D-MoE planner reads its de-quantised LLM from the cache, or makes it on a first
 start) is printed beside it. ``--device cuda`` plans on a GPU, where ``--cuda-graphs`` adds each
 planner with a bfloat16 LLM, replayed as CUDA graphs (``load_planner(..., cuda_graphs=True)``;
-recorded during the warm-up plans, whose total time is printed too). ``--llm-folder`` loads a 3D-MoE
+recorded during the warm-up plans, whose total time is printed too; the largest difference between
+its plans and the eager bfloat16 ones, same seeds, is printed as well). ``--llm-folder`` loads a 3D-MoE
 planner's base LLM from a Hugging Face folder instead of its saved source. With
 ``--llm-random-weights`` that folder needs only its config and tokenizer: the LLM gets seeded random
 weights of that architecture, which plan nonsense in about the same time (a plan's work depends on
@@ -52,6 +53,22 @@ def plan_ms(planner, frames, repeats: int) -> tuple[float, float]:
     times = [planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=generator).planning_time
              for f in frames for _ in range(repeats)]
     return 1000 * statistics.median(times), warmup
+
+
+def plan_positions(planner, frames) -> list[list[tuple[float, ...]]]:
+    """Each frame's plan (the seed is the frame's index) as its steps' pick and place positions."""
+    plans = [planner.plan(f.xyz, f.rgb, f.instance_ids, f.instruction, generator=torch.Generator().manual_seed(i))
+             for i, f in enumerate(frames)]
+    return [[(*step.pick_xyz, *step.place_xyz) for step in plan.steps] for plan in plans]
+
+
+def largest_difference(plans: list, others: list) -> float:
+    """The largest position difference in metres between two planners' plans of the same frames;
+    infinite where they differ in their number of steps."""
+    if any(len(a) != len(b) for a, b in zip(plans, others)):
+        return float("inf")
+    return max((abs(x - y) for a, b in zip(plans, others) for sa, sb in zip(a, b) for x, y in zip(sa, sb)),
+               default=0.0)
 
 
 def operators_per_plan(planner, frame) -> dict[str, int]:
@@ -127,7 +144,7 @@ def main() -> None:
         machine = torch.cuda.get_device_name(device)
     weights = " (LLM: random weights of its architecture)" if args.llm_random_weights else ""
     print(f"{machine}, {len(frames)} frames x {args.repeats}{weights}")
-    results, startup, warmup, operators = {}, {}, {}, {}
+    results, startup, warmup, operators, positions = {}, {}, {}, {}, {}
     llm_folder = random_weights_folder(args.llm_folder) if args.llm_random_weights else args.llm_folder
     try:
         variants = [(dtype, False) for dtype in args.llm_dtype] + [("bfloat16", True)] * args.cuda_graphs
@@ -139,6 +156,8 @@ def main() -> None:
                                        cuda_graphs=graphs)
                 startup[name] = time.perf_counter() - start
                 results[name], warmup[name] = plan_ms(planner, frames, args.repeats)
+                if args.cuda_graphs and dtype == "bfloat16":  # the graphs must plan what eager mode plans
+                    positions[graphs] = plan_positions(planner, frames)
                 if args.count_ops and not graphs and hasattr(planner, "_suffix_states"):
                     operators[name] = operators_per_plan(planner, frames[0])
     finally:
@@ -153,9 +172,13 @@ def main() -> None:
             print(f"  aten operators in one plan: {ops['plan']}; CUDA graphs record the LLM pass after the prefix "
                   f"({ops['llm_pass']}), Pose-DiT's denoising ({ops['pose_dit_denoising']}) and the scene tokenizer "
                   f"({ops['scene_tokenizer']}); eager: the object pointer ({ops['object_pointer']}) and the rest")
+    graphs_vs_eager = largest_difference(positions[True], positions[False]) if len(positions) == 2 else None
+    if graphs_vs_eager is not None:
+        print(f"CUDA graphs against eager (bfloat16, same seeds): largest pick/place difference "
+              f"{graphs_vs_eager * 1000:.3f} mm over {len(frames)} plans")
     if args.json:
         print(json.dumps({"ms_per_plan": results, "startup_s": startup, "warmup_s": warmup, "operators": operators,
-                          "llm_random_weights": args.llm_random_weights}))
+                          "graphs_vs_eager_m": graphs_vs_eager, "llm_random_weights": args.llm_random_weights}))
 
 
 if __name__ == "__main__":
