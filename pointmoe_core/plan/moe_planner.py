@@ -399,7 +399,7 @@ class ObjectPointer(nn.Module):
             place_logp, place = place_logits.log_softmax(-1).nan_to_num(float("-inf")).max(-1)
             total = pick_logp.gather(-1, pick[:, None]).squeeze(-1) + place_logp
             better = total > best
-            pair[better] = torch.stack([pick, place], -1)[better]
+            pair = torch.where(better[:, None], torch.stack([pick, place], -1), pair)  # no boolean index: no host wait
             best = torch.where(better, total, best)
         return pair
 
