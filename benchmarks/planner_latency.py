@@ -41,6 +41,7 @@ from operators import OperatorCount
 from pointmoe_core.common.device import LLM_DTYPES
 from pointmoe_core.data.demo_frames import load_demo_frames
 from pointmoe_core.plan.interface import load_planner
+from pointmoe_core.plan.moe_planner import MoEPlanner
 
 
 def plan_ms(planner, frames, repeats: int) -> tuple[float, float]:
@@ -158,7 +159,7 @@ def main() -> None:
                 results[name], warmup[name] = plan_ms(planner, frames, args.repeats)
                 if args.cuda_graphs and dtype == "bfloat16":  # the graphs must plan what eager mode plans
                     positions[graphs] = plan_positions(planner, frames)
-                if args.count_ops and not graphs and hasattr(planner, "_suffix_states"):
+                if args.count_ops and not graphs and isinstance(planner, MoEPlanner):
                     operators[name] = operators_per_plan(planner, frames[0])
     finally:
         if llm_folder != args.llm_folder:

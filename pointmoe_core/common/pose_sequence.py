@@ -99,7 +99,8 @@ class PoseSequence:
 # ---------------------------------------------------------------------------------------------
 # Tensor form for the network
 # ---------------------------------------------------------------------------------------------
-def _bounds(like: torch.Tensor, bounds: Sequence[Sequence[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+def bound_tensors(like: torch.Tensor, bounds: Sequence[Sequence[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (low, high) corners of ``bounds`` ((lo, hi) per axis) as tensors like ``like``."""
     # filled on the device rather than copied from a host list: a CUDA graph can record that
     low = torch.stack([like.new_full((), float(lo)) for lo, _ in bounds])
     high = torch.stack([like.new_full((), float(hi)) for _, hi in bounds])
@@ -108,13 +109,13 @@ def _bounds(like: torch.Tensor, bounds: Sequence[Sequence[float]]) -> tuple[torc
 
 def normalize_xyz(xyz: torch.Tensor, bounds: Sequence[Sequence[float]] = WORKSPACE_BOUNDS) -> torch.Tensor:
     """Metres -> [-1, 1] over the workspace (the range the 6D entries already live in)."""
-    low, high = _bounds(xyz, bounds)
+    low, high = bound_tensors(xyz, bounds)
     return 2 * (xyz - low) / (high - low) - 1
 
 
 def unnormalize_xyz(xyz: torch.Tensor, bounds: Sequence[Sequence[float]] = WORKSPACE_BOUNDS) -> torch.Tensor:
     """[-1, 1] -> metres, clipped to the workspace; NaN becomes the workspace centre."""
-    low, high = _bounds(xyz, bounds)
+    low, high = bound_tensors(xyz, bounds)
     metres = low + (torch.nan_to_num(xyz, nan=0.0) + 1) * (high - low) / 2
     return metres.clamp(low, high)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..common.config import YamlConfig
-from ..common.pose_sequence import normalize_xyz
+from ..common.pose_sequence import bound_tensors, normalize_xyz
 from ..common.workspace import WORKSPACE_BOUNDS
 from .instruction import INSTRUCTION_MODES
 from .pointnet2 import PointNet2Config, PointNet2Encoder
@@ -124,9 +124,9 @@ def normalize_locations(locations: torch.Tensor,
                         bounds: Sequence[Sequence[float]] = WORKSPACE_BOUNDS) -> torch.Tensor:
     """(..., 6) box centres and sizes in metres -> centres in [-1, 1] over ``bounds`` (the poses'
     frame) and sizes as fractions of the half-extent."""
+    low, high = bound_tensors(locations, bounds)
     centre = normalize_xyz(locations[..., :3], bounds)
-    sizes = [locations[..., 3 + axis] * (2 / (high - low)) for axis, (low, high) in enumerate(bounds)]
-    return torch.cat([centre, torch.stack(sizes, -1)], dim=-1)
+    return torch.cat([centre, 2 * locations[..., 3:] / (high - low)], dim=-1)
 
 
 @dataclass
