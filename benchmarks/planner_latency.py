@@ -21,8 +21,8 @@ the weights only through which experts the routers pick and which objects the pl
 CPU 4-7 % less than with the real weights, benchmarks/RESULTS.md), for a machine the real weights
 cannot reach. ``--count-ops`` prints how many aten operators one plan dispatches (each one host
 dispatch, and on a GPU in eager mode most of them a kernel launch), and how many of them are in the
-parts CUDA graphs record (the LLM's pass after the cached prefix, Pose-DiT's denoising loop, the
-scene tokenizer) and in the object pointer.
+parts CUDA graphs record (the LLM's pass after the cached prefix, the object pointer with Pose-DiT's
+denoising loop, the scene tokenizer); the rest runs eagerly.
 """
 from __future__ import annotations
 
@@ -73,10 +73,10 @@ def largest_difference(plans: list, others: list) -> float:
 
 
 def operators_per_plan(planner, frame) -> dict[str, int]:
-    """Operators of one plan: all, and in each part (the first three are what CUDA graphs record)."""
-    parts = {"llm_pass": [(planner, "_suffix_states")], "pose_dit_denoising": [(planner, "_denoise")],
-             "scene_tokenizer": [(planner.scene, "forward")],
-             "object_pointer": [(planner.pointer, name) for name in ("read", "best_pair", "forward")]}
+    """Operators of one plan: all, and in each part CUDA graphs record."""
+    parts = {"llm_pass": [(planner, "_suffix_states")],
+             "pointer_and_pose_dit": [(planner, "_point_and_sample_tensors")],
+             "scene_tokenizer": [(planner.scene, "forward")]}
     counts = {name: OperatorCount() for name in ["plan", *parts]}
 
     def counted(name: str, method):
@@ -170,9 +170,10 @@ def main() -> None:
               f"warm-up plans {warmup[name]:.1f} s")
         if name in operators:
             ops = operators[name]
+            eager = ops["plan"] - ops["llm_pass"] - ops["pointer_and_pose_dit"] - ops["scene_tokenizer"]
             print(f"  aten operators in one plan: {ops['plan']}; CUDA graphs record the LLM pass after the prefix "
-                  f"({ops['llm_pass']}), Pose-DiT's denoising ({ops['pose_dit_denoising']}) and the scene tokenizer "
-                  f"({ops['scene_tokenizer']}); eager: the object pointer ({ops['object_pointer']}) and the rest")
+                  f"({ops['llm_pass']}), the object pointer with Pose-DiT's denoising ({ops['pointer_and_pose_dit']}) "
+                  f"and the scene tokenizer ({ops['scene_tokenizer']}); eager: the rest ({eager})")
     graphs_vs_eager = largest_difference(positions[True], positions[False]) if len(positions) == 2 else None
     if graphs_vs_eager is not None:
         print(f"CUDA graphs against eager (bfloat16, same seeds): largest pick/place difference "

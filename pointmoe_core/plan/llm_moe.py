@@ -35,11 +35,11 @@ COLLAPSE_SHARE = 0.9  # one expert first choice for more than this share of the 
 class MoEMLP(nn.Module):
     """E copies of a decoder layer's MLP behind a softmax top-k router; ``(..., H) -> (..., H)``.
 
-    Attributes set by each forward: ``aux_loss`` (Switch/Mixtral load-balance loss
-    ``E * sum_e f_e * P_e``, 1 for perfectly uniform routing, E for full collapse) and
-    ``last_topk_idx`` (tokens, k). ``routed_tokens`` and ``first_choice_tokens`` (2 modalities x E,
-    not saved in the state dict) accumulate top-k assignments and first choices until
-    :func:`reset_routing_stats`.
+    After each forward: ``aux_loss`` (Switch/Mixtral load-balance loss ``E * sum_e f_e * P_e``,
+    1 for perfectly uniform routing, E for full collapse; computed when read, so inference, which
+    never reads it, does not pay for it) and ``last_topk_idx`` (tokens, k). ``routed_tokens`` and
+    ``first_choice_tokens`` (2 modalities x E, not saved in the state dict) accumulate top-k
+    assignments and first choices until :func:`reset_routing_stats`.
     """
 
     def __init__(self, mlp: nn.Module, hidden_size: int, num_experts: int, top_k: int, router_init_std: float) -> None:
@@ -58,8 +58,16 @@ class MoEMLP(nn.Module):
         self.register_buffer("first_choice_tokens", torch.zeros(2, num_experts, dtype=torch.long), persistent=False)
         self.modality_mask: torch.Tensor | None = None  # (batch, seq) bool, True = 3D token
         self.token_mask: torch.Tensor | None = None  # (batch, seq) bool, False = padding (None: all real)
-        self.aux_loss = torch.zeros(())
         self.last_topk_idx: torch.Tensor | None = None
+        self._last_routing: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # probs, top-k, real
+
+    @property
+    def aux_loss(self) -> torch.Tensor:
+        """The load-balance loss of the last forward (0 before any)."""
+        if self._last_routing is None:
+            return torch.zeros(())
+        probs, topk_idx, real = self._last_routing
+        return load_balance_loss(probs, topk_idx, self.num_experts, alpha=1.0, token_mask=real)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}"
@@ -87,7 +95,7 @@ class MoEMLP(nn.Module):
         is_3d = self._flat_mask("modality", self.modality_mask, hidden_states.shape[:-1], False, x.device)
         real = self._flat_mask("token", self.token_mask, hidden_states.shape[:-1], True, x.device)
         # padding is routed like any token but neither balanced nor counted
-        self.aux_loss = load_balance_loss(probs, topk_idx, self.num_experts, alpha=1.0, token_mask=real)
+        self._last_routing = (probs, topk_idx, real)
         self.last_topk_idx = topk_idx.detach()
         self._count(topk_idx.detach(), is_3d, real)
         return out.reshape(hidden_states.shape)

@@ -374,10 +374,9 @@ class ObjectPointer(nn.Module):
         override either. A scene without objects gets zero weights."""
         weights = logits.softmax(-1).nan_to_num(0.0)
         if self.hard:
-            weights = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(weights) * logits.isfinite().any(-1, True)
+            weights = one_hot(logits.argmax(-1), weights) * logits.isfinite().any(-1, True)
         if given is not None:
-            forced = F.one_hot(given.clamp(min=0), logits.shape[-1]).to(weights)
-            weights = torch.where((given >= 0)[..., None], forced, weights)
+            weights = torch.where((given >= 0)[..., None], one_hot(given, weights), weights)
         return weights
 
     @torch.no_grad()
@@ -440,6 +439,13 @@ class ObjectPointer(nn.Module):
                                       mask=torch.cat([condition.mask, real], 1),
                                       xyz=torch.cat([condition.xyz, xyz], 1))
         return extended, logits
+
+
+def one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(..., M) one-hot rows of ``index`` (...,) like ``like`` (..., M); an index outside [0, M)
+    gives a zero row. Unlike ``F.one_hot``, nothing checks the indices on the host, so a CUDA
+    graph can record it."""
+    return (index[..., None] == torch.arange(like.shape[-1], device=index.device)).to(like)
 
 
 class PromptPrefix(NamedTuple):
@@ -558,10 +564,10 @@ class MoEPlanner(nn.Module):
         """For planning on a GPU only: the LLM's pass over each planning prompt (after the cached
         prefix) is recorded as a CUDA graph once per padded length and replayed
         (:mod:`..common.cuda_graphs`), one launch where eager mode dispatches thousands of small
-        operators from the host; so are the scene tokenizer (per object count) and Pose-DiT's loop
-        of denoising steps with a rectified-flow scheduler. The LLM pass must never read a value
-        back to the host, which in an MoE LLM holds where its experts run as grouped GEMMs
-        (bfloat16 on CUDA, adapters merged)."""
+        operators from the host; so are the scene tokenizer (per object count) and, with a
+        rectified-flow scheduler, the object pointer with Pose-DiT's loop of denoising steps. The
+        LLM pass must never read a value back to the host, which in an MoE LLM holds where its
+        experts run as grouped GEMMs (bfloat16 on CUDA, adapters merged)."""
         if self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the planner on a CUDA device, not on {self.device}")
         dtype = next(self.llm.parameters()).dtype
@@ -799,12 +805,8 @@ class MoEPlanner(nn.Module):
         start = time.perf_counter()
         scene = self.scene_objects(xyz, colors, instance_ids, generator)
         condition = self.condition([scene], [instruction])
-        reading = self.pointer.read(condition)
-        chosen = self.pointer.best_pair(condition, reading=reading) if self.pointer.hard else None
-        c, pointer_logits = self.pointer(condition, chosen, reading)
-        noise = starting_noise(self.pose_dit, c.states, self.config.horizon, generator)
-        poses, stop = self._denoise(noise, c.states, c.mask, c.xyz if self.config.object_positions else None,
-                                    num_steps)
+        noise = starting_noise(self.pose_dit, condition.states, self.config.horizon, generator)
+        poses, stop, pointer_logits, chosen = self._point_and_sample(condition, noise, num_steps)
         plan = decode_plan(poses, stop, self.config.stop_threshold, instruction=instruction, planner=PLANNER_NAME)
         if self.pointer.hard and len(scene.locations):
             # the chosen pair (``ObjectPointer.best_pair``), which Pose-DiT read at its pointer tokens
@@ -818,24 +820,36 @@ class MoEPlanner(nn.Module):
         plan.planning_time = time.perf_counter() - start
         return plan
 
-    def _denoise(self, noise: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor,
-                 cond_xyz: torch.Tensor | None, num_steps: int | None,
-                 pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pose-DiT's sampling from ``noise`` (``pose_dit.denoise_poses``). ``pad_to`` > 1 pads the
-        condition to a multiple of it with masked tokens (the same poses), and under CUDA graphs
-        (rectified flow: no host reads) the whole loop of denoising steps is one replayed graph."""
-        sample = partial(denoise_poses, self.pose_dit, self.scheduler, num_steps=num_steps)
+    def _point_and_sample(self, condition: PoseCondition, noise: torch.Tensor, num_steps: int | None,
+                          pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The object pointer's reading of ``condition`` and Pose-DiT's sampling from ``noise``:
+        poses, stop probabilities, pointer logits and, with hard pointer tokens, the chosen
+        (pick, place) objects. ``pad_to`` > 1 pads the condition's tokens to a multiple of it
+        (masked: the same plan). Under CUDA graphs, with a rectified-flow scheduler (no host reads),
+        both run as one replayed graph per padded length, object count and number of steps."""
         graphed = self.cuda_graphs and isinstance(self.scheduler, RectifiedFlow)
         if graphed:
             pad_to = max(pad_to, CUDA_GRAPH_TOKENS)
-        padding = -cond.shape[1] % pad_to
+        padding = -condition.states.shape[1] % pad_to
         if padding:
-            cond, cond_mask = F.pad(cond, (0, 0, 0, padding)), F.pad(cond_mask, (0, padding))
-            cond_xyz = None if cond_xyz is None else F.pad(cond_xyz, (0, 0, 0, padding), value=float("nan"))
-        inputs = (noise, cond, cond_mask) + (() if cond_xyz is None else (cond_xyz,))
-        # a graph is recorded for one number of steps, with or without positions
-        run = self._graphed(("pose_dit", num_steps, len(inputs)), sample) if graphed else sample
-        return run(*inputs)
+            condition = condition._replace(states=F.pad(condition.states, (0, 0, 0, padding)),
+                                           mask=F.pad(condition.mask, (0, padding)),
+                                           xyz=F.pad(condition.xyz, (0, 0, 0, padding), value=float("nan")))
+        run = partial(self._point_and_sample_tensors, num_steps=num_steps)
+        if graphed:
+            run = self._graphed(("pointer_and_pose_dit", num_steps), run)
+        return run(noise, *condition)
+
+    def _point_and_sample_tensors(self, noise: torch.Tensor, *condition: torch.Tensor,
+                                  num_steps: int | None = None) -> tuple[torch.Tensor, ...]:
+        """``_point_and_sample`` on the condition's tensors, as a CUDA graph records it."""
+        condition = PoseCondition(*condition)
+        reading = self.pointer.read(condition)
+        chosen = self.pointer.best_pair(condition, reading=reading) if self.pointer.hard else None
+        extended, logits = self.pointer(condition, chosen, reading)
+        poses, stop = denoise_poses(self.pose_dit, self.scheduler, noise, extended.states, extended.mask,
+                                    extended.xyz if self.config.object_positions else None, num_steps=num_steps)
+        return poses, stop, logits, chosen
 
     def _graphed(self, key: tuple, function: Any) -> GraphedFunction:
         """``function`` replayed as CUDA graphs (recorded once per ``key`` and input shapes)."""

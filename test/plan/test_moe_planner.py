@@ -1,5 +1,7 @@
 """The 3D-MoE planner on a tiny random LLM: what each stage trains, saving and reloading exactly,
 valid plans, answers, the routing report's 3D tokens, and the planner factory."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -231,22 +233,29 @@ def test_the_llm_pass_reads_nothing_back_to_the_host_with_grouped_experts(config
     assert grouped.found == []
 
 
-def test_pose_dit_sampling_on_a_padded_condition_reads_nothing_back_and_gives_the_same_plan(config):
-    """Pose-DiT's denoising loop, recorded as one CUDA graph per padded condition length: masked
-    padding leaves the poses and stop flags as they were, and no step reads a value on the host."""
+@pytest.mark.parametrize("pointer_tokens", ["soft", "hard"])
+def test_pointer_and_pose_dit_on_a_padded_condition_read_nothing_back_and_give_the_same_plan(config,
+                                                                                             pointer_tokens):
+    """The object pointer and Pose-DiT's denoising loop, recorded as one CUDA graph per padded
+    condition length: masked padding leaves the pointer's choice, the poses and the stop flags as
+    they were, and nothing reads a value on the host."""
+    config = replace(config, pointer_query="instruction", pointer_relations="pairwise", pointer_relate_layers=2,
+                     pointer_tokens=pointer_tokens)
     planner = _merged_planner(config)
+    for module in (planner.pose_dit, planner.pointer):  # adaLN-Zero starts at the identity: make it do something
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.normal_(layer.weight, std=0.2)
     scene = planner.scene_objects(*cloud(), torch.Generator().manual_seed(0))
     with torch.no_grad():
-        condition, _ = planner.pointer(planner.condition([scene], ["stack the blocks"]))
+        condition = planner.condition([scene], ["stack the red block on the blue one"])
         noise = starting_noise(planner.pose_dit, condition.states, config.horizon, torch.Generator().manual_seed(1))
-        for block in planner.pose_dit.modules():  # adaLN-Zero starts at the identity: make it do something
-            if isinstance(block, torch.nn.Linear):
-                torch.nn.init.normal_(block.weight, std=0.2)
-        plain = planner._denoise(noise, condition.states, condition.mask, condition.xyz, None)
+        plain = planner._point_and_sample(condition, noise, None)
         with HostReads() as reads:
-            padded = planner._denoise(noise, condition.states, condition.mask, condition.xyz, None, pad_to=16)
+            padded = planner._point_and_sample(condition, noise, None, pad_to=16)
     assert condition.states.shape[1] % 16  # really padded
     assert reads.found == []
+    assert (plain[3] is None) == (pointer_tokens == "soft")
     for padded_part, plain_part in zip(padded, plain):
         torch.testing.assert_close(padded_part, plain_part, atol=1e-5, rtol=1e-4)
 
