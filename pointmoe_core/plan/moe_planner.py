@@ -42,7 +42,7 @@ from ..common.moe import grouped_dispatch_supported
 from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
 from .instances import footprint, object_points
-from .llm import LLMConfig, add_scene_token, load_llm
+from .llm import CACHE_ARGUMENT, LLMConfig, add_scene_token, load_llm, output_cache
 from .llm_moe import convert_llama_to_moe, moe_aux_loss, moe_layers, set_modality_mask
 from .lora import LoRAConfig, apply_lora, load_adapters, merge_adapters, save_adapters
 from .moe_planner_files import (
@@ -702,8 +702,8 @@ class MoEPlanner(nn.Module):
             ids = torch.tensor([ids[:ids.index(self.scene_token_id)]], device=self.device)
             set_modality_mask(self.llm, torch.zeros_like(ids, dtype=torch.bool), torch.ones_like(ids, dtype=torch.bool))
             out = self.llm.get_decoder()(input_ids=ids, use_cache=True, output_hidden_states=True)
-            self._prefix = PromptPrefix(ids.shape[1], [(layer.keys, layer.values) for layer in out.cache.layers],
-                                        out.hidden_states[self.config.condition_layer])
+            key_values = [(layer.keys, layer.values) for layer in output_cache(out).layers]
+            self._prefix = PromptPrefix(ids.shape[1], key_values, out.hidden_states[self.config.condition_layer])
             self._graphs.pop(("llm",), None)  # it read the old prefix's keys and values
         return self._prefix
 
@@ -738,7 +738,7 @@ class MoEPlanner(nn.Module):
                              config=self.llm.config)
         set_modality_mask(self.llm, modality_mask, attention_mask[:, prefix.length:].bool())
         out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                     cache=cache, use_cache=True, output_hidden_states=True)
+                                     use_cache=True, output_hidden_states=True, **{CACHE_ARGUMENT: cache})
         return out.hidden_states[self.config.condition_layer]
 
     def pose_loss(self, condition: PoseCondition, plans: Sequence[PoseSequence],
@@ -786,8 +786,8 @@ class MoEPlanner(nn.Module):
                 break
             attention = torch.cat([attention, attention.new_ones(1, 1)], dim=1)
             position = position + 1
-            out = self.llm(input_ids=token, cache=out.cache, attention_mask=attention,
-                           position_ids=position, use_cache=True)
+            out = self.llm(input_ids=token, attention_mask=attention, position_ids=position, use_cache=True,
+                           **{CACHE_ARGUMENT: output_cache(out)})
         return self.tokenizer.decode(tokens, skip_special_tokens=True).split(end)[0].strip()
 
     def answer(self, xyz: Any, colors: Any, instance_ids: Any, question: str,
