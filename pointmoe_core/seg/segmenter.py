@@ -21,7 +21,9 @@ every input point. The steps follow Pointcept's ``SemSegTester`` and the officia
 5. the backbone's serialization-order shuffles (which the official code does in eval too) draw
    from a generator seeded with ``seed``, so the same input gives the same output;
 6. ``dtype="bfloat16"`` or ``"float16"`` runs the forward under ``torch.autocast`` (for GPUs; the
-   error against float32 is in benchmarks/RESULTS.md), ``"float32"`` (default) plainly.
+   error against float32 is in benchmarks/RESULTS.md), ``"float32"`` (default) plainly. The
+   weights autocast would cast in every forward are cast once, in the Segmenter's own copy of the
+   model (``cast_matrix_weights``).
 
 ``class_names`` chooses the vocabulary per call: names in the model's class table use its stored
 embeddings, new names are encoded by the ``TextEncoder`` of the config's text source.
@@ -29,12 +31,14 @@ embeddings, new names are encoded by the ``TextEncoder`` of the config's text so
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..common.reductions import argmax_over_rows, column_bounds, rows_all, rows_any, squared_distances
 from ..data.preprocess import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
@@ -42,7 +46,9 @@ from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
 from .convert import load_segmentor, save_checkpoint
 from .head import LanguageGuidedHead
 from .model import InputConfig, PointMoESegmentor, SegmentorConfig, load_config
+from .moe import Router
 from .serialization import MAX_DEPTH
+from .sparse_conv import SubMConv3d
 from .text import TextEncoder
 
 ArrayLike = Any  # numpy array, torch tensor or nested sequence
@@ -56,6 +62,18 @@ def autocast_to(device: torch.device | str, dtype: str) -> contextlib.AbstractCo
     """``torch.autocast`` to ``AUTOCAST_DTYPES[dtype]`` on ``device``; no context for float32."""
     target = AUTOCAST_DTYPES[dtype]
     return contextlib.nullcontext() if target is None else torch.autocast(torch.device(device).type, dtype=target)
+
+
+def cast_matrix_weights(backbone: nn.Module, dtype: torch.dtype) -> None:
+    """Cast, in place, the weights that autocast to ``dtype`` would cast in every forward: those of
+    the backbone's linear layers, MoE routers and pure-torch sparse convolutions, whose products
+    autocast runs in ``dtype`` (spconv's CPU kernels take float32 only; norms stay float32, as
+    autocast runs them; the head reads its projection's float32 weights for the norm). The forward
+    then computes with the same values, without a cast per layer per forward (~400 at
+    Point-MoE-L's size, each a GPU kernel)."""
+    for module in backbone.modules():
+        if type(module) in (nn.Linear, Router) or (isinstance(module, SubMConv3d) and module.backend == "torch"):
+            module.to(dtype)
 
 
 @dataclass
@@ -95,8 +113,11 @@ class Segmenter:
             raise ValueError("max_points and max_fragments must be at least 1")
         if dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(AUTOCAST_DTYPES)}, got {dtype!r}")
-        self.dtype = dtype  # float32 weights either way; bfloat16 / float16 run the forward under autocast
+        self.dtype = dtype  # bfloat16 / float16 run the forward under autocast
         self.device = torch.device(device)
+        if AUTOCAST_DTYPES[dtype] is not None:  # on a copy: the caller's model may serve float32 too
+            model = copy.deepcopy(model)
+            cast_matrix_weights(model.backbone, AUTOCAST_DTYPES[dtype])
         self.model = model.to(self.device).eval()
         with torch.no_grad():  # what every forward (an inference) runs: fixed here
             self.kernels = self.model.backbone.kernels(self.device, AUTOCAST_DTYPES[dtype] or torch.float32)

@@ -144,8 +144,12 @@ def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMa
         # the fused kernel wants 16-byte rows: widths padded with zeros to multiples of 8 (the stem's
         # 4-6 input channels), which adds nothing to the products
         pad_in, pad_out = -cin % GROUPED_WIDTH, -cout % GROUPED_WIDTH
-        per_offset = F.pad(weight.reshape(cout, -1, cin), (0, pad_in, 0, 0, 0, pad_out)).transpose(0, 1)
-        rows = F.pad(feat.index_select(0, in_rows), (0, pad_in)).to(dtype)
+        per_offset = weight.reshape(cout, -1, cin)
+        rows = feat.index_select(0, in_rows)
+        if pad_in or pad_out:  # a pad copies even when it adds nothing
+            per_offset = F.pad(per_offset, (0, pad_in, 0, 0, 0, pad_out))
+            rows = F.pad(rows, (0, pad_in))
+        per_offset, rows = per_offset.transpose(0, 1), rows.to(dtype)
         products = grouped_mm(rows, per_offset, ends)[:, :cout]
         return products.new_zeros(nmap.num_points, cout).index_add_(0, out_rows, products)
     per_offset = weight.reshape(cout, -1, cin)

@@ -88,6 +88,33 @@ def test_reduced_precision_keeps_nearly_every_label(segmenter, make_room):
         Segmenter(segmenter.model, dtype="int8", text_encoder=segmenter.text_encoder)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_casts_its_own_copy_once_and_predicts_as_autocast_does(offline_tiny_config, make_room,
+                                                                                 dtype):
+    """The weights autocast would cast in every forward are cast once, in a copy of the model:
+    the same predictions as autocast over the float32 weights, and the caller's model stays float32."""
+    room = make_room(2000, 3)
+    config = load_config(offline_tiny_config)
+    model = PointMoESegmentor(replace(config, backbone=replace(config.backbone, conv_backend="torch")))
+    model.head.set_class_embedding(torch.randn(len(config.class_names), config.head.text_dim))
+    reduced = Segmenter(model, dtype=dtype)
+    target = getattr(torch, dtype)
+    backbone = reduced.model.backbone
+    assert {p.dtype for p in backbone.enc.parameters() if p.ndim >= 2} == {target}  # linears, convs, routers
+    assert {p.dtype for m in backbone.modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.BatchNorm1d)
+            for p in m.parameters()} == {torch.float32}
+    assert reduced.model.head.proj.weight.dtype == torch.float32
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the caller's model
+
+    predicted = reduced.predict(room["coord"], room["color"], room["normal"])
+    plain = Segmenter(model)
+    with torch.autocast("cpu", dtype=target):  # what the cast replaces: autocast over float32 weights
+        reference = plain.predict(room["coord"], room["color"], room["normal"])
+    np.testing.assert_array_equal(predicted.labels, reference.labels)
+    np.testing.assert_array_equal(predicted.scores, reference.scores)
+    assert not np.array_equal(plain.predict(room["coord"], room["color"], room["normal"]).scores, predicted.scores)
+
+
 def test_max_points_subsamples_voxels_and_labels_the_rest(offline_tiny_config, make_room):
     room = make_room(3000, 1)
     capped = Segmenter.from_config(offline_tiny_config, max_points=400)
