@@ -60,7 +60,15 @@ class RoutingStats:
     topk_idx: torch.Tensor  # (N, k) int64, column 0 = most probable expert
     topk_weight: torch.Tensor  # (N, k) mixing weights
     tokens_per_expert: torch.Tensor  # (E,) int64, counts over the N*k assignments
-    entropy: torch.Tensor  # () mean over tokens of -sum_e p_e log p_e (0 when N == 0)
+    probs: torch.Tensor  # (N, E) router probabilities
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """() mean over tokens of -sum_e p_e log p_e (0 when N == 0); computed when read, as
+        training logs it and inference does not."""
+        if not len(self.probs):
+            return self.probs.new_zeros(())
+        return torch.special.entr(self.probs).sum(-1).mean()
 
 
 class SparseMoE(nn.Module):
@@ -136,6 +144,4 @@ class SparseMoE(nn.Module):
             self.expert_token_counter += tokens_per_expert
         else:
             self.aux_loss = probs.new_zeros(())
-        with torch.no_grad():
-            entropy = torch.special.entr(probs).sum(-1).mean() if probs.shape[0] else probs.new_zeros(())
-        self.last_stats = RoutingStats(topk_idx.detach(), topk_weight.detach(), tokens_per_expert, entropy)
+        self.last_stats = RoutingStats(topk_idx.detach(), topk_weight.detach(), tokens_per_expert, probs.detach())
