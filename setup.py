@@ -58,7 +58,7 @@ setup(
         "open3d>=0.18",
         "pybullet>=3.2.6",
         "rosbags>=0.10",
-        "transformers",
+        "transformers>=5.17",  # checked on 5.17 and 5.25 (the cache argument's name changed in 5.24)
         "peft",
         "open_clip_torch",
         "gguf",
