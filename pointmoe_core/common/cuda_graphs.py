@@ -1,7 +1,7 @@
 """A function of tensors replayed as CUDA graphs: one kernel-launch sequence recorded per input shape.
 
 In eager mode every operator costs the host a few microseconds to dispatch and launch, whatever
-its size; the 3D-MoE planner's LLM pass is ~4,800 of them per plan, so on a GPU the host, not the
+its size; the 3D-MoE planner's LLM pass is ~4,500 of them per plan, so on a GPU the host, not the
 GPU, sets its time. A CUDA graph records the launches once and replays them in one call
 (``torch.cuda.CUDAGraph``). What it needs of the function: every input is a tensor whose address
 may stay fixed (the inputs are copied into buffers recorded with the graph), nothing reads values
