@@ -18,7 +18,8 @@
 # perception callback on 120k points at tiny / base / L in float32 and bfloat16 (bfloat16 once more
 # with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), each with its
 # count of aten operators, the 3D-MoE planner's plan (LLM in float32 and bfloat16, eager, and
-# bfloat16 replayed as CUDA graphs), and an operator profile and the host syncs of one L callback.
+# bfloat16 replayed as CUDA graphs; each with a profile of one plan: its slowest operators, the
+# time of its parts, its host syncs), and an operator profile and the host syncs of one L callback.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +70,7 @@ import sys, torch; print(sys.version.split()[0], torch.__version__, torch.versio
         --configs tiny L --points 120000 --backends torch --repeats 5 --scan "$scan" --loops --json
     check planner python3 benchmarks/planner_latency.py --device cuda --demos .gpu/data/demos \
         --planner checkpoints/planner_3d_moe --llm-folder .gpu/llm --llm-random-weights \
-        --llm-dtype float32 bfloat16 --cuda-graphs --count-ops --frames 10 --repeats 5 --json
+        --llm-dtype float32 bfloat16 --cuda-graphs --count-ops --profile 25 --frames 10 --repeats 5 --json
     check perception_L_profile python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
         --configs L --points 120000 --backends torch --repeats 1 --scan "$scan" --profile 25
     return $status

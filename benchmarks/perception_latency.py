@@ -23,19 +23,17 @@ grouped-GEMM paths a GPU takes in bfloat16, so the count there approximates the 
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import importlib.util
 import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from machine import cpu_model
-from operators import OperatorCount
+from operators import OperatorCount, print_profile
 
 from pointmoe_core.common.heap import keep_freed_memory
 from pointmoe_core.io import PointCloud, cloud_from_msg, msg_from_cloud, read_kitti_bin
@@ -86,27 +84,6 @@ def callback_seconds(segmenter: Segmenter, msg, mapping: InputMapping) -> dict[s
     times["encode"] = time.perf_counter() - start
     times["total"] = sum(times.values())
     return times
-
-
-def print_profile(segmenter: Segmenter, msg, mapping: InputMapping, rows: int) -> None:
-    """The operators of one callback that took the most time on the segmenter's device."""
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = segmenter.device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        callback_seconds(segmenter, msg, mapping)
-    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
-    if cuda:
-        torch.cuda.set_sync_debug_mode("warn")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            callback_seconds(segmenter, msg, mapping)
-        torch.cuda.set_sync_debug_mode(0)
-        syncs = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
-                                    if "synchroniz" in str(w.message))
-        print(f"host syncs in one callback: {sum(syncs.values())}; by line: {dict(syncs.most_common())}", flush=True)
 
 
 def main() -> None:
@@ -168,7 +145,8 @@ def main() -> None:
                   + "  (" + ", ".join(f"{k} {v}" for k, v in segmenter.kernels.items()) + ")"
                   + (f"  {row['operators']} aten operators" if args.count_ops else ""), flush=True)
             if args.profile:
-                print_profile(segmenter, msg, mapping, args.profile)
+                print_profile(lambda: callback_seconds(segmenter, msg, mapping), segmenter.device, args.profile,
+                              "callback")
         if len(backends) == 2:
             torch_ms, spconv_ms = (r["total"] for r in rows[-2:])
             print(f"{config:>5}: pure-torch / spconv = {torch_ms / spconv_ms:.2f}x the time", flush=True)

@@ -22,11 +22,15 @@ CPU 4-7 % less than with the real weights, benchmarks/RESULTS.md), for a machine
 cannot reach. ``--count-ops`` prints how many aten operators one plan dispatches (each one host
 dispatch, and on a GPU in eager mode most of them a kernel launch), and how many of them are in the
 parts CUDA graphs record (the LLM's pass after the cached prefix, the object pointer with Pose-DiT's
-denoising loop, the scene tokenizer); the rest runs eagerly.
+denoising loop, the scene tokenizer); the rest runs eagerly. ``--profile N`` prints, for one more plan
+of each planner, the N operators that took the most device time (CPU time on a CPU), the host and
+device time of a 3D-MoE plan's parts (the prompt with its scene tokens, the LLM pass, the object
+pointer with Pose-DiT; graphed or not), and on CUDA the lines that made the host wait for the GPU.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import torch
 from machine import cpu_model
-from operators import OperatorCount
+from operators import OperatorCount, print_profile
 
 from pointmoe_core.common.device import LLM_DTYPES
 from pointmoe_core.data.demo_frames import load_demo_frames
@@ -72,31 +76,48 @@ def largest_difference(plans: list, others: list) -> float:
                default=0.0)
 
 
+@contextlib.contextmanager
+def each_part_within(parts: dict[str, list[tuple[object, str]]], context):
+    """While on, each listed method of each part runs inside ``context(part)``."""
+    for name, methods in parts.items():
+        for owner, attribute in methods:
+            def run(*args, _method=getattr(owner, attribute), _name=name, **kwargs):
+                with context(_name):
+                    return _method(*args, **kwargs)
+            setattr(owner, attribute, run)
+    try:
+        yield
+    finally:
+        for methods in parts.values():
+            for owner, attribute in methods:
+                delattr(owner, attribute)
+
+
+def plan_once(planner, frame):
+    return planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction,
+                        generator=torch.Generator().manual_seed(0))
+
+
 def operators_per_plan(planner, frame) -> dict[str, int]:
     """Operators of one plan: all, and in each part CUDA graphs record."""
     parts = {"llm_pass": [(planner, "_suffix_states")],
              "pointer_and_pose_dit": [(planner, "_point_and_sample_tensors")],
              "scene_tokenizer": [(planner.scene, "forward")]}
     counts = {name: OperatorCount() for name in ["plan", *parts]}
-
-    def counted(name: str, method):
-        def run(*args, **kwargs):
-            with counts[name]:
-                return method(*args, **kwargs)
-        return run
-
-    for name, methods in parts.items():
-        for owner, attribute in methods:
-            setattr(owner, attribute, counted(name, getattr(owner, attribute)))
-    try:
-        with counts["plan"]:
-            planner.plan(frame.xyz, frame.rgb, frame.instance_ids, frame.instruction,
-                         generator=torch.Generator().manual_seed(0))
-    finally:
-        for methods in parts.values():
-            for owner, attribute in methods:
-                delattr(owner, attribute)
+    with each_part_within(parts, counts.get), counts["plan"]:
+        plan_once(planner, frame)
     return {name: count.count for name, count in counts.items()}
+
+
+def profile_plan(planner, frame, device: torch.device, rows: int, name: str) -> None:
+    """``print_profile`` of one plan; a 3D-MoE plan's parts marked, whether replayed as graphs or not."""
+    parts = {}
+    if isinstance(planner, MoEPlanner):
+        parts = {"prompt_and_scene_tokens": [(planner, "_spliced")], "llm_pass": [(planner, "_condition_states")],
+                 "pointer_and_pose_dit": [(planner, "_point_and_sample")]}
+    print(f"== profile of one plan: {name}", flush=True)
+    with each_part_within(parts, torch.profiler.record_function):
+        print_profile(lambda: plan_once(planner, frame), device, rows, "plan", tuple(parts))
 
 
 def random_weights_folder(source: str, seed: int = 0) -> str:
@@ -130,6 +151,8 @@ def main() -> None:
                         help="on CUDA: each 3D-MoE planner also with a bfloat16 LLM, replayed as CUDA graphs")
     parser.add_argument("--count-ops", action="store_true",
                         help="also count the aten operators of one plan (3D-MoE planners without CUDA graphs)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one plan of each planner: its N slowest operators and its parts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.llm_random_weights and not args.llm_folder:
@@ -161,6 +184,8 @@ def main() -> None:
                     positions[graphs] = plan_positions(planner, frames)
                 if args.count_ops and not graphs and isinstance(planner, MoEPlanner):
                     operators[name] = operators_per_plan(planner, frames[0])
+                if args.profile:
+                    profile_plan(planner, frames[0], device, args.profile, name)
     finally:
         if llm_folder != args.llm_folder:
             shutil.rmtree(llm_folder)
