@@ -69,31 +69,39 @@ def objects_from_cloud(
     ids, counts = instance_ids[instance_ids >= 0].unique(return_counts=True)
     if len(ids) > max_objects:
         ids = ids[counts.argsort(descending=True, stable=True)[:max_objects]].sort().values
-    points, locations, means = [], [], []
-    for instance in ids:
-        member = (instance_ids == instance).nonzero().squeeze(1)
+    if not len(ids):
+        return SceneObjects(xyz.new_zeros(0, points_per_object, 3 + colors.shape[1]),
+                            xyz.new_zeros(0, LOCATION_DIM), ids, colors.new_zeros(0, colors.shape[1]))
+    # each object's points, in cloud order, as one slice of the cloud sorted by id
+    by_id = torch.argsort(instance_ids, stable=True)
+    sorted_ids = instance_ids[by_id]
+    starts, ends = torch.searchsorted(sorted_ids, ids), torch.searchsorted(sorted_ids, ids, right=True)
+    members = [by_id[start:end] for start, end in zip(starts.tolist(), ends.tolist())]
+    picks = []
+    for member in members:
         if len(member) >= points_per_object:
             pick = torch.randperm(len(member), generator=generator)[:points_per_object]
         else:  # every point once, then random repeats
             extra = torch.randint(len(member), (points_per_object - len(member),), generator=generator)
             pick = torch.cat([torch.arange(len(member)), extra])
-        whole = xyz[member]
-        low, high = whole.amin(0), whole.amax(0)
-        locations.append(torch.cat([(low + high) / 2, high - low]))
-        # centre and scale from all points, so they do not depend on which points were sampled
-        mean = whole.mean(0)
-        radius = (whole - mean).norm(dim=-1).max().clamp_min(1e-6)  # a one-point object stays at 0
-        points.append(torch.cat([(whole[pick] - mean) / radius, 2 * colors[member[pick]] - 1], dim=-1))
-        means.append(2 * colors[member].mean(0) - 1)
-    if not points:
-        return SceneObjects(xyz.new_zeros(0, points_per_object, 3 + colors.shape[1]),
-                            xyz.new_zeros(0, LOCATION_DIM), ids, colors.new_zeros(0, colors.shape[1]))
+        picks.append(member[pick])
+    sizes, members = ends - starts, torch.cat(members)
+    whole, whole_colors = xyz[members], colors[members]
+    low, high = (torch.segment_reduce(whole, reduce, lengths=sizes) for reduce in ("min", "max"))
+    # centre and scale from all points, so they do not depend on which points were sampled; means
+    # object by object, as a segmented sum adds in another order
+    mean = torch.stack([part.mean(0) for part in whole.split(sizes.tolist())])
+    distance = (whole - mean.repeat_interleave(sizes, 0, output_size=len(whole))).norm(dim=-1)
+    radius = torch.segment_reduce(distance, "max", lengths=sizes).clamp_min(1e-6)  # a one-point object stays at 0
+    picked = torch.stack(picks)
+    points = torch.cat([(xyz[picked] - mean[:, None]) / radius[:, None, None], 2 * colors[picked] - 1], dim=-1)
+    means = 2 * torch.stack([part.mean(0) for part in whole_colors.split(sizes.tolist())]) - 1
     # objects in order of place (the box centre's y, across the workspace), not of id: the LLM
     # reads them in order, and the simulator's ids are its spawn order, which gives the target
     # away (tasks spawn it first of its kind), while the demo's clusters come largest first
-    boxes = torch.stack(locations)
+    boxes = torch.cat([(low + high) / 2, high - low], dim=1)
     order = torch.argsort(boxes[:, 1], stable=True)
-    return SceneObjects(torch.stack(points)[order], boxes[order], ids[order], torch.stack(means)[order])
+    return SceneObjects(points[order], boxes[order], ids[order], means[order])
 
 
 def pad_scenes(scenes: Sequence[SceneObjects]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -72,8 +72,15 @@ def test_at_most_max_objects_keeping_the_largest():
     sizes = [5, 50, 20, 40]
     xyz = torch.cat([box([0.3 + 0.1 * i, 0, 0], [0.02] * 3, n) for i, n in enumerate(sizes)])
     ids = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
-    objects = objects_from_cloud(xyz, torch.zeros_like(xyz), ids, points_per_object=8, max_objects=2)
+    shuffle = torch.randperm(len(ids), generator=GEN)  # the objects' points interleaved in the cloud
+    xyz, ids, colors = xyz[shuffle], ids[shuffle], torch.rand(len(ids), 3, generator=GEN)
+    objects = objects_from_cloud(xyz, colors, ids, points_per_object=8, max_objects=2)
     assert sorted(objects.instance_ids.tolist()) == [1, 3]
+    for i, instance in enumerate(objects.instance_ids.tolist()):  # the dropped object 2 takes nothing along
+        member = xyz[ids == instance]
+        low, high = member.amin(0), member.amax(0)
+        assert torch.equal(objects.locations[i], torch.cat([(low + high) / 2, high - low]))
+        assert torch.equal(objects.colors[i], 2 * colors[ids == instance].mean(0) - 1)
 
 
 def test_empty_scene():
