@@ -86,7 +86,7 @@ def grid_sample(coord: np.ndarray | torch.Tensor, grid_size: float) -> VoxelGrid
     new_voxel = torch.ones_like(sorted_key, dtype=torch.bool)
     new_voxel[1:] = sorted_key[1:] != sorted_key[:-1]
     start = torch.nonzero(new_voxel).squeeze(1)
-    count = torch.diff(start, append=start.new_tensor([len(key)]))
+    count = torch.diff(start, append=start.new_full((1,), len(key)))
     voxel = torch.empty_like(key)
     voxel[order] = torch.cumsum(new_voxel, 0) - 1
     grid = VoxelGrid(grid_coord, voxel, order, start, count)

@@ -337,7 +337,7 @@ class Segmenter:
             coord=inputs["coord"][rows],
             grid_coord=grid.grid_coord[rows],
             feat=torch.cat(features, 1).float(),
-            offset=torch.tensor([len(rows)], device=self.device),
+            offset=torch.full((1,), len(rows), device=self.device),
             grid_size=self.input.grid_size,
         )
         generator = torch.Generator().manual_seed(self.seed)

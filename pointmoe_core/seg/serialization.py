@@ -116,8 +116,10 @@ def encode_orders(grid_coord: torch.Tensor, batch: torch.Tensor | None, depth: i
     for curve, encode_curve in (("z", z_order_encode), ("hilbert", hilbert_encode)):
         wanted = [order for order in orders if order.split("-")[0] == curve]
         if wanted:
-            axes = [[1, 0, 2] if order.endswith("-trans") else [0, 1, 2] for order in wanted]
-            codes.update(zip(wanted, encode_curve(torch.stack([grid_coord[:, a] for a in axes]), depth)))
+            axes = [(1, 0, 2) if order.endswith("-trans") else (0, 1, 2) for order in wanted]
+            # columns picked one by one: a list index would copy itself to a GPU first
+            coords = [torch.stack([grid_coord[:, axis] for axis in a], dim=1) for a in axes]
+            codes.update(zip(wanted, encode_curve(torch.stack(coords), depth)))
     code = torch.stack([codes[order] for order in orders])
     if batch is not None:
         code = (batch.long() << (depth * 3)) | code

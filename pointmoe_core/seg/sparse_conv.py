@@ -50,20 +50,22 @@ def available_backends() -> list[str]:
 
 @dataclass(frozen=True)
 class NeighbourMap:
-    """For every kernel offset ``j`` (flattened kx, ky, kz), the (output row, input row) pairs
-    with ``grid_coord[in] == grid_coord[out] + d_j`` in the same batch element."""
+    """Every (output row, input row) pair with ``grid_coord[in] == grid_coord[out] + d_j`` in the
+    same batch element, offset ``j`` (flattened kx, ky, kz) after offset: ``out_rows`` and
+    ``in_rows`` (P,), and ``ends`` (K,) int32, where each offset's pairs end. That is one grouped
+    GEMM's layout, and it stays on the device; ``pairs`` splits it for the loop over offsets."""
 
     num_points: int
     kernel_size: int
-    out_idx: list[torch.Tensor]
-    in_idx: list[torch.Tensor]
+    out_rows: torch.Tensor
+    in_rows: torch.Tensor
+    ends: torch.Tensor
 
     @functools.cached_property
-    def pairs_by_offset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every (output row, input row) pair, offset after offset, and where each offset's pairs end
-        (int32): one grouped GEMM's layout. Built once per map, without a host sync."""
-        ends = torch.tensor([len(rows) for rows in self.out_idx]).cumsum(0).to(torch.int32)
-        return torch.cat(self.out_idx), torch.cat(self.in_idx), ends.to(self.out_idx[0].device)
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(output rows, input rows) of each offset (one host read of ``ends``)."""
+        bounds = [0, *self.ends.tolist()]
+        return [(self.out_rows[start:end], self.in_rows[start:end]) for start, end in zip(bounds, bounds[1:])]
 
 
 def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_size: int) -> NeighbourMap:
@@ -82,30 +84,29 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     device = grid_coord.device
     radius = kernel_size // 2
     num_offsets = kernel_size**3
-    out_idx: list[torch.Tensor] = [torch.empty(0, dtype=torch.long, device=device)] * num_offsets
-    in_idx: list[torch.Tensor] = list(out_idx)
     centre = num_offsets // 2
     all_rows = torch.arange(n, device=device)
-    out_idx[centre] = in_idx[centre] = all_rows
     if n == 0:
-        return NeighbourMap(n, kernel_size, out_idx, in_idx)
+        return NeighbourMap(n, kernel_size, all_rows, all_rows, torch.zeros(num_offsets, dtype=torch.int32,
+                                                                            device=device))
 
     coord = grid_coord.long() - grid_coord.long().min(0).values + radius
     extent = coord.max(0).values + 1 + radius
     keys = ((batch.long() * extent[0] + coord[:, 0]) * extent[1] + coord[:, 1]) * extent[2] + coord[:, 2]
     sorted_keys, order = torch.sort(keys)
-    # the offsets before the centre in (dx, dy) rows of dz = -radius..radius, all rows at once
-    span = range(-radius, radius + 1)
-    rows_xy = [(dx, dy) for dx in span for dy in span][:centre // kernel_size + 1]
-    size_y, size_z = extent[1:].tolist()
-    row_shift = torch.tensor([(dx * size_y + dy) * size_z for dx, dy in rows_xy], device=device)
+    # the offsets before the centre in (dx, dy) rows of dz = -radius..radius, all rows at once;
+    # their key shifts computed where the keys are (nothing read back from a GPU)
+    rows_xy = centre // kernel_size + 1
+    span = torch.arange(-radius, radius + 1, device=device)
+    dx, dy = span.repeat_interleave(kernel_size, output_size=kernel_size**2), span.repeat(kernel_size)
+    row_shift = (dx[:rows_xy] * extent[1] + dy[:rows_xy]) * extent[2]
     query = sorted_keys + row_shift[:, None] - radius  # (rows, n): dz = -radius
     pos = _search_sorted(sorted_keys, query, int32=n < 2**31 - kernel_size)
     # past the last key, positions up to n - 1 + kernel_size read a key no query equals: no clamping
     padded_keys = torch.cat([sorted_keys, sorted_keys.new_full((kernel_size,), -1)])
     # (row, dz, n): offset j = (row, dz) in the flattened kernel order
-    at = torch.empty(len(rows_xy), kernel_size, n, dtype=pos.dtype, device=device)
-    hit = torch.empty(len(rows_xy), kernel_size, n, dtype=torch.bool, device=device)
+    at = torch.empty(rows_xy, kernel_size, n, dtype=pos.dtype, device=device)
+    hit = torch.empty(rows_xy, kernel_size, n, dtype=torch.bool, device=device)
     for step in range(kernel_size):
         if step:  # keys are distinct integers: the first key >= q + 1 follows the first >= q iff that one is q
             torch.add(at[:, step - 1], hit[:, step - 1], out=at[:, step])
@@ -114,15 +115,17 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
             at[:, 0] = pos
         torch.eq(padded_keys[at[:, step]], query, out=hit[:, step])
     at, hit = at.reshape(-1, n)[:centre], hit.reshape(-1, n)[:centre]
-    offset, sorted_row = hit.nonzero(as_tuple=True)
-    counts = torch.bincount(offset, minlength=centre).tolist()
-    rows = order[sorted_row].split(counts)
-    cols = order[at[offset, sorted_row]].split(counts)
-    for j in range(centre):
-        # Offset -d is flattened index K-1-j and relates the same voxel pairs the other way round.
-        out_idx[j], in_idx[j] = rows[j], cols[j]
-        out_idx[num_offsets - 1 - j], in_idx[num_offsets - 1 - j] = cols[j], rows[j]
-    return NeighbourMap(n, kernel_size, out_idx, in_idx)
+    offset, sorted_row = hit.nonzero(as_tuple=True)  # by offset, then by key
+    rows, cols = order[sorted_row], order[at[offset, sorted_row]]
+    # Offset -d is flattened index K-1-j and relates the same voxel pairs the other way round: the
+    # offsets after the centre are these blocks reversed (an offset pairs each voxel at most once,
+    # so the order within a block changes no sum)
+    offsets = torch.arange(centre, device=device)
+    block_start, block_end = (torch.searchsorted(offset, offsets, right=right) for right in (False, True))
+    found = len(offset)
+    ends = torch.cat([block_end, block_end.new_full((1,), found + n), 2 * found + n - block_start.flip(0)])
+    return NeighbourMap(n, kernel_size, torch.cat([rows, all_rows, cols.flip(0)]),
+                        torch.cat([cols, all_rows, rows.flip(0)]), ends.to(torch.int32))
 
 
 def _search_sorted(sorted_keys: torch.Tensor, query: torch.Tensor, int32: bool) -> torch.Tensor:
@@ -139,7 +142,7 @@ def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMa
     grouped GEMM (:mod:`..common.grouped_mm`): 3 launches a convolution instead of ~80."""
     cout, cin = weight.shape[0], weight.shape[-1]
     if grouped:
-        out_rows, in_rows, ends = nmap.pairs_by_offset
+        out_rows, in_rows, ends = nmap.out_rows, nmap.in_rows, nmap.ends
         dtype = compute_dtype(feat)
         # the fused kernel wants 16-byte rows: widths padded with zeros to multiples of 8 (the stem's
         # 4-6 input channels), which adds nothing to the products
@@ -155,7 +158,7 @@ def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMa
     per_offset = weight.reshape(cout, -1, cin)
     centre = per_offset.shape[1] // 2
     out = feat @ per_offset[:, centre].T
-    for j, (rows, cols) in enumerate(zip(nmap.out_idx, nmap.in_idx)):
+    for j, (rows, cols) in enumerate(nmap.pairs):
         if j == centre or rows.numel() == 0:
             continue
         out.index_add_(0, rows, feat.index_select(0, cols) @ per_offset[:, j].T)

@@ -33,10 +33,11 @@ def offset2bincount(offset: torch.Tensor) -> torch.Tensor:
     return torch.diff(offset, prepend=offset.new_zeros(1))
 
 
-def offset2batch(offset: torch.Tensor) -> torch.Tensor:
-    """Cloud index of every point, ``(N,)`` long."""
+def offset2batch(offset: torch.Tensor, num_points: int | None = None) -> torch.Tensor:
+    """Cloud index of every point, ``(N,)`` long; ``num_points`` (N), where known, spares a GPU
+    the host's wait for the total."""
     counts = offset2bincount(offset)
-    return torch.repeat_interleave(torch.arange(len(counts), device=offset.device), counts)
+    return torch.repeat_interleave(torch.arange(len(counts), device=offset.device), counts, output_size=num_points)
 
 
 def batch2offset(batch: torch.Tensor) -> torch.Tensor:
@@ -67,10 +68,10 @@ class Point:
     def __post_init__(self) -> None:
         if self.offset is None and self.batch is None:
             n = self.feat.shape[0]
-            self.offset = torch.tensor([n], dtype=torch.long, device=self.feat.device)
+            self.offset = torch.full((1,), n, dtype=torch.long, device=self.feat.device)
         if self.batch is None:
             self.offset = torch.as_tensor(self.offset, device=self.feat.device).long()
-            self.batch = offset2batch(self.offset)
+            self.batch = offset2batch(self.offset, self.feat.shape[0])
         elif self.offset is None:
             self.batch = torch.as_tensor(self.batch, device=self.feat.device).long()
             self.offset = batch2offset(self.batch)

@@ -27,8 +27,6 @@ from pointmoe_core.plan.scene_encoder import pad_scenes
 from pointmoe_core.plan.train_planner import PlannerTrainConfig
 from pointmoe_core.sim.language import ObjectFact, next_step_qa
 
-from .conftest import HostReads
-
 TINY = "config/train/planner_tiny.yaml"
 
 
@@ -215,7 +213,7 @@ def test_a_prompt_padded_for_cuda_graphs_conditions_alike(config):
     torch.testing.assert_close(padded, plain, atol=1e-5, rtol=1e-4)
 
 
-def test_the_llm_pass_reads_nothing_back_to_the_host_with_grouped_experts(config, monkeypatch):
+def test_the_llm_pass_reads_nothing_back_to_the_host_with_grouped_experts(config, monkeypatch, host_reads):
     """What a CUDA graph can record: with the experts as grouped GEMMs (on a GPU, bfloat16; forced
     here) the LLM's pass over a planning prompt makes the host wait for no value; the expert loop
     reads each expert's token count."""
@@ -224,18 +222,18 @@ def test_the_llm_pass_reads_nothing_back_to_the_host_with_grouped_experts(config
     with torch.no_grad():
         spliced = planner._spliced([scene], [config.prompt.plan("stack the blocks")])
         planner._prompt_prefix()
-        with HostReads() as looped:
+        with host_reads() as looped:
             planner._condition_states(spliced)
         assert looped.found.count("tolist") == config.llm.num_layers
         monkeypatch.setattr(moe_module, "grouped_dispatch_supported", lambda *args: True)
-        with HostReads() as grouped:
+        with host_reads() as grouped:
             planner._condition_states(spliced, pad_to=16)
     assert grouped.found == []
 
 
 @pytest.mark.parametrize("pointer_tokens", ["soft", "hard"])
-def test_pointer_and_pose_dit_on_a_padded_condition_read_nothing_back_and_give_the_same_plan(config,
-                                                                                             pointer_tokens):
+def test_pointer_and_pose_dit_on_a_padded_condition_read_nothing_back_and_give_the_same_plan(config, pointer_tokens,
+                                                                                             host_reads):
     """The object pointer and Pose-DiT's denoising loop, recorded as one CUDA graph per padded
     condition length: masked padding leaves the pointer's choice, the poses and the stop flags as
     they were, and nothing reads a value on the host."""
@@ -251,7 +249,7 @@ def test_pointer_and_pose_dit_on_a_padded_condition_read_nothing_back_and_give_t
         condition = planner.condition([scene], ["stack the red block on the blue one"])
         noise = starting_noise(planner.pose_dit, condition.states, config.horizon, torch.Generator().manual_seed(1))
         plain = planner._point_and_sample(condition, noise, None)
-        with HostReads() as reads:
+        with host_reads() as reads:
             padded = planner._point_and_sample(condition, noise, None, pad_to=16)
     assert condition.states.shape[1] % 16  # really padded
     assert reads.found == []
@@ -260,11 +258,11 @@ def test_pointer_and_pose_dit_on_a_padded_condition_read_nothing_back_and_give_t
         torch.testing.assert_close(padded_part, plain_part, atol=1e-5, rtol=1e-4)
 
 
-def test_the_scene_tokenizer_reads_nothing_back_when_planning(config):
+def test_the_scene_tokenizer_reads_nothing_back_when_planning(config, host_reads):
     planner = _merged_planner(config)
     scenes = [planner.scene_objects(*cloud(seed), torch.Generator().manual_seed(seed)) for seed in (0, 1)]
     batch = pad_scenes(scenes)
-    with torch.no_grad(), HostReads() as reads:
+    with torch.no_grad(), host_reads() as reads:
         planner.scene(*batch)
     assert reads.found == []
 

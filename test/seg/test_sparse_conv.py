@@ -101,9 +101,28 @@ def test_neighbours_stay_inside_their_batch_element():
     grid_coord = torch.tensor([[0, 0, 0], [0, 0, 1]] * 2)
     batch = torch.tensor([0, 0, 1, 1])
     nmap = build_neighbour_map(grid_coord, batch, 3)
-    for rows, cols in zip(nmap.out_idx, nmap.in_idx):
+    for rows, cols in nmap.pairs:
         assert torch.equal(batch[rows], batch[cols])
-    assert sum(len(r) for r in nmap.out_idx) == 4 + 4  # 4 self pairs + 2 clouds x 2 directed edges
+    assert sum(len(rows) for rows, _ in nmap.pairs) == 4 + 4  # 4 self pairs + 2 clouds x 2 directed edges
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_neighbour_map_lists_each_offsets_pairs_and_reads_back_only_their_number(kernel_size, host_reads):
+    """The grouped layout (pairs offset after offset, ends on the device) is built reading back
+    only the number of pairs (``nonzero``), besides the CPU's own NumPy search; ``pairs`` splits
+    it per offset, each offset's pairs those of a brute-force search."""
+    grid_coord, batch = random_sparse_grid(4)
+    with host_reads() as reads:
+        nmap = build_neighbour_map(grid_coord, batch, kernel_size)
+    assert reads.found == ["lift_fresh", "nonzero"]  # torch.from_numpy of the CPU search; the pair count
+    radius = kernel_size // 2
+    span = range(-radius, radius + 1)
+    offsets = [(dx, dy, dz) for dx in span for dy in span for dz in span]
+    assert len(nmap.pairs) == len(offsets) and nmap.ends.dtype == torch.int32
+    for (rows, cols), offset in zip(nmap.pairs, offsets):
+        expected = {(p, q) for p in range(len(batch)) for q in range(len(batch))
+                    if batch[p] == batch[q] and (grid_coord[q] - grid_coord[p]).tolist() == list(offset)}
+        assert set(zip(rows.tolist(), cols.tolist())) == expected
 
 
 def test_cache_is_reused_and_checked():
