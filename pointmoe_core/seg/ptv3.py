@@ -278,8 +278,9 @@ def attention_windows(point: Point, patch_size: int) -> dict[str, Any]:
     K = patch_size
     device = point.offset.device
     counts = point.bincount
-    # the one read from the device: every size the index tensors need follows on the host
-    sizes = counts.tolist()
+    # the one read from the device, for several clouds: every size the index tensors need follows
+    # on the host (one cloud's size is its number of points)
+    sizes = [len(point.batch)] if len(counts) == 1 else counts.tolist()
     padded_sizes = [(c + K - 1) // K * K if c > K else c for c in sizes]
     window_sizes = [(p + K - 1) // K for p in padded_sizes]
     padded = torch.where(counts > K, (counts + K - 1) // K * K, counts)

@@ -287,7 +287,9 @@ class Segmenter:
                        inputs: dict[str, torch.Tensor | None], raw_xyz: np.ndarray,
                        table: torch.Tensor | None, columns: list[int] | None, return_experts: bool,
                        warnings: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
-        num_fragments = min(self.max_fragments, grid.num_fragments)
+        # one fragment, the default, needs no look at the voxels' point counts (a read from a GPU)
+        num_fragments = 1 if self.max_fragments == 1 and grid.num_voxels else min(self.max_fragments,
+                                                                                  grid.num_fragments)
         voxel_probs: torch.Tensor | None = None
         point_probs: torch.Tensor | None = None
         hits: torch.Tensor | None = None  # fragments each point was in, when there are several
