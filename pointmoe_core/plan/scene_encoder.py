@@ -86,16 +86,16 @@ def objects_from_cloud(
             pick = torch.cat([torch.arange(len(member)), extra])
         picks.append(member[pick])
     sizes, members = ends - starts, torch.cat(members)
-    whole, whole_colors = xyz[members], colors[members]
+    whole, whole_colors, size_list = xyz[members], colors[members], sizes.tolist()
     low, high = (torch.segment_reduce(whole, reduce, lengths=sizes) for reduce in ("min", "max"))
     # centre and scale from all points, so they do not depend on which points were sampled; means
     # object by object, as a segmented sum adds in another order
-    mean = torch.stack([part.mean(0) for part in whole.split(sizes.tolist())])
+    mean = torch.stack([part.mean(0) for part in whole.split(size_list)])
     distance = (whole - mean.repeat_interleave(sizes, 0, output_size=len(whole))).norm(dim=-1)
     radius = torch.segment_reduce(distance, "max", lengths=sizes).clamp_min(1e-6)  # a one-point object stays at 0
     picked = torch.stack(picks)
     points = torch.cat([(xyz[picked] - mean[:, None]) / radius[:, None, None], 2 * colors[picked] - 1], dim=-1)
-    means = 2 * torch.stack([part.mean(0) for part in whole_colors.split(sizes.tolist())]) - 1
+    means = 2 * torch.stack([part.mean(0) for part in whole_colors.split(size_list)]) - 1
     # objects in order of place (the box centre's y, across the workspace), not of id: the LLM
     # reads them in order, and the simulator's ids are its spawn order, which gives the target
     # away (tasks spawn it first of its kind), while the demo's clusters come largest first

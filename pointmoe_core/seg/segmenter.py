@@ -69,7 +69,7 @@ def cast_matrix_weights(backbone: nn.Module, dtype: torch.dtype) -> None:
     the backbone's linear layers, MoE routers and pure-torch sparse convolutions, whose products
     autocast runs in ``dtype`` (spconv's CPU kernels take float32 only; norms stay float32, as
     autocast runs them; the head reads its projection's float32 weights for the norm). The forward
-    then computes with the same values, without a cast per layer per forward (~400 at
+    then computes with the same values, without a cast per layer per forward (~380 at
     Point-MoE-L's size, each a GPU kernel)."""
     for module in backbone.modules():
         if type(module) in (nn.Linear, Router) or (isinstance(module, SubMConv3d) and module.backend == "torch"):
