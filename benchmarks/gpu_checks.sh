@@ -12,6 +12,11 @@
 # For the 3D-MoE planner it renders three held-out demo episodes with our simulator and keeps
 # SmolLM2-135M's config and tokenizer, not its weights (94 MB as GGUF, over what a call carries):
 # there the planner runs on random weights of that architecture, which take about the same time.
+# `rehearse OUT_DIR` runs the same checks on this machine's CPU at small sizes (no CUDA graphs), to
+# find what would break there before device time is spent; with PYTHON=<python> it runs under
+# another interpreter, e.g. a venv with the lent machine's versions (Python 3.12, torch 2.11 and
+# transformers 5.17 so far: the planner check failed under those on a transformers rename that
+# this venv's 5.25 did not show).
 # `run` installs the wheels into .gpu/site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
 # the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole
@@ -41,43 +46,54 @@ prepare() {
     du -sh .gpu
 }
 
-run() {
-    local out=${1:?usage: gpu_checks.sh run OUT_DIR}
+run() {  # run|rehearse OUT_DIR: the checks on the GPU, or on this machine's CPU at small sizes
+    local mode=$1 out=${2:?usage: gpu_checks.sh run|rehearse OUT_DIR}
     mkdir -p "$out"
-    python3 -m pip install --quiet --no-index --no-deps --no-compile --target .gpu/site .gpu/wheels/*.whl \
-        || return 1
-    export PYTHONPATH="$PWD:$PWD/.gpu/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-    local scan=.gpu/data/semantickitti/000000.bin status=0
+    # the wheels are for the lent machine's Python: a rehearsal installs them beside its logs, and
+    # only where its interpreter lacks them
+    local site=.gpu/site
+    [ "$mode" = rehearse ] && site=$out/site
+    if ! "$PYTHON" -c "import rosbags" 2>/dev/null; then
+        "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl \
+            || return 1
+    fi
+    export PYTHONPATH="$PWD:$(realpath -m "$site")" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+    local scan=.gpu/data/semantickitti/000000.bin status=0 device=cuda points=120000 configs="tiny base L"
+    local loop_configs="tiny L" profiled=L repeats=5 frames=10 graphs=--cuda-graphs
+    if [ "$mode" = rehearse ]; then
+        device=cpu points=6000 configs=tiny loop_configs=tiny profiled=tiny repeats=1 frames=2 graphs=
+    fi
     check() {  # check NAME COMMAND...: run it, keep its output in OUT_DIR/NAME.log, note a failure
         echo "== $1: ${*:2}"
         "${@:2}" 2>&1 | tee "$out/$1.log" || { echo "!! $1 failed"; status=1; }
     }
-    check machine bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c "
-import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(),
-      \"grouped_mm:\", hasattr(torch, \"_grouped_mm\"))"'
+    check machine bash -c "{ [ $device = cpu ] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; }
+$PYTHON -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else \"no GPU\", \"grouped_mm:\", hasattr(torch, \"_grouped_mm\"))'"
     for dtype in float32 bfloat16 float16; do
-        check "parity_$dtype" python3 -m pointmoe_core.cli parity --fixture .gpu/data/parity --device cuda \
+        check "parity_$dtype" "$PYTHON" -m pointmoe_core.cli parity --fixture .gpu/data/parity --device "$device" \
             --dtype "$dtype" --conv-backend torch $([ "$dtype" = float32 ] || echo --tol 1)
     done
     for dtype in float32 bfloat16; do
-        check "moe_layer_$dtype" python3 benchmarks/moe_layer.py --dtype "$dtype" --json
+        check "moe_layer_$dtype" "$PYTHON" benchmarks/moe_layer.py --dtype "$dtype" --json
     done
     for dtype in float32 bfloat16; do
-        check "perception_$dtype" python3 benchmarks/perception_latency.py --device cuda --dtype "$dtype" \
-            --configs tiny base L --points 120000 --backends torch --repeats 5 --scan "$scan" --count-ops --json
+        check "perception_$dtype" "$PYTHON" benchmarks/perception_latency.py --device "$device" --dtype "$dtype" \
+            --configs $configs --points "$points" --backends torch --repeats "$repeats" --scan "$scan" --count-ops --json
     done
-    check perception_bfloat16_loops python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
-        --configs tiny L --points 120000 --backends torch --repeats 5 --scan "$scan" --loops --json
-    check planner python3 benchmarks/planner_latency.py --device cuda --demos .gpu/data/demos \
+    check perception_bfloat16_loops "$PYTHON" benchmarks/perception_latency.py --device "$device" --dtype bfloat16 \
+        --configs $loop_configs --points "$points" --backends torch --repeats "$repeats" --scan "$scan" --loops --json
+    check planner "$PYTHON" benchmarks/planner_latency.py --device "$device" --demos .gpu/data/demos \
         --planner checkpoints/planner_3d_moe --llm-folder .gpu/llm --llm-random-weights \
-        --llm-dtype float32 bfloat16 --cuda-graphs --count-ops --profile 25 --frames 10 --repeats 5 --json
-    check perception_L_profile python3 benchmarks/perception_latency.py --device cuda --dtype bfloat16 \
-        --configs L --points 120000 --backends torch --repeats 1 --scan "$scan" --profile 25
+        --llm-dtype float32 bfloat16 $graphs --count-ops --profile 25 --frames "$frames" --repeats "$repeats" --json
+    check "perception_${profiled}_profile" "$PYTHON" benchmarks/perception_latency.py --device "$device" \
+        --dtype bfloat16 --configs "$profiled" --points "$points" --backends torch --repeats 1 --scan "$scan" --profile 25
     return $status
 }
 
+PYTHON=${PYTHON:-python3}
 case ${1:-} in
     prepare) prepare "${@:2}" ;;
-    run) run "${@:2}" ;;
-    *) echo "usage: $0 prepare [PYTHON_VERSION] | run OUT_DIR" >&2; exit 2 ;;
+    run | rehearse) run "$@" ;;
+    *) echo "usage: $0 prepare [PYTHON_VERSION] | run OUT_DIR | rehearse OUT_DIR" >&2; exit 2 ;;
 esac
