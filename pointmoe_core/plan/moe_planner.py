@@ -576,7 +576,8 @@ class MoEPlanner(nn.Module):
                       if not grouped_dispatch_supported(layer.experts, self.device, dtype)]
         if looped:
             raise ValueError(f"CUDA graphs need the LLM's experts as grouped GEMMs (llm_dtype bfloat16, adapters "
-                             f"merged, torch with _grouped_mm); {len(looped)} MoE layers would loop over their "
+                             f"merged, torch's fused _grouped_mm: a Hopper or datacenter Blackwell GPU); "
+                             f"{len(looped)} MoE layers would loop over their "
                              f"experts in {dtype}, reading token counts on the host")
         self.cuda_graphs = True
         return self

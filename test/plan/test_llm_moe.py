@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from pointmoe_core.common import grouped_mm
 from pointmoe_core.common.moe import dispatch_to_experts, grouped_dispatch_supported
 from pointmoe_core.plan.llm_moe import (
     MoEMLP,
@@ -94,10 +95,11 @@ def test_router_topk_and_weights_match_per_token_loop(top_k):
     torch.testing.assert_close(weights.sum(-1), torch.ones(15))
 
 
-def test_llama_experts_run_as_grouped_gemms_unless_lora_adapters_are_unmerged():
+def test_llama_experts_run_as_grouped_gemms_unless_lora_adapters_are_unmerged(monkeypatch):
     """The same dispatch as Point-MoE's: LLaMA MLP copies are plain gated MLPs, so on CUDA in bfloat16
     they run as grouped GEMMs (here forced on the CPU: same logits as the expert loop); LoRA's wrapped
     layers keep the loop while they train, and are grouped again once merged for inference."""
+    monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 9)  # as on an H100
     model = convert_llama_to_moe(tiny_llama(), 4, 2)
     layer = moe_layers(model)[0]
     for expert in layer.experts:  # distinct experts, so a wrong slice shows up

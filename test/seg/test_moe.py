@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from pointmoe_core.common import grouped_mm
 from pointmoe_core.common.moe import load_balance_loss
 from pointmoe_core.seg.moe import ACTIVATIONS, SparseMoE
 
@@ -94,12 +95,16 @@ def test_grouped_dispatch_runs_in_the_autocast_dtype():
     torch.testing.assert_close(outputs["grouped"], outputs["loop"], rtol=0.02, atol=0.02)
 
 
-def test_grouped_dispatch_is_chosen_only_where_a_fused_kernel_runs():
+def test_grouped_dispatch_is_chosen_only_where_a_fused_kernel_runs(monkeypatch):
     moe = SparseMoE(16, num_experts=4, top_k=2)
     fused = "grouped_mm" if hasattr(torch, "_grouped_mm") else "loop"
+    monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 9)  # an H100
     assert moe.kernel("cuda", torch.bfloat16) == "loop"  # training keeps the loop
     with torch.no_grad():
         assert moe.kernel("cuda", torch.bfloat16) == fused
+        monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 8)  # an A100: torch loops itself
+        assert moe.kernel("cuda", torch.bfloat16) == "loop"
+        monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 9)
         assert moe.kernel("cuda", torch.float32) == "loop"
         assert moe.kernel("cpu", torch.bfloat16) == "loop"
         assert SparseMoE(12).kernel("cuda", torch.bfloat16) == "loop"  # 24-byte rows in bfloat16

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pointmoe_core.common import grouped_mm
 from pointmoe_core.seg.sparse_conv import SubMConv3d, available_backends, build_neighbour_map
 
 needs_spconv = pytest.mark.skipif("spconv" not in available_backends(), reason="spconv is not installed")
@@ -81,12 +82,16 @@ def test_grouped_offset_products_run_in_the_autocast_dtype():
     torch.testing.assert_close(outputs["grouped"], outputs["loop"], rtol=0.02, atol=0.02)
 
 
-def test_grouped_offset_products_are_chosen_only_where_a_fused_kernel_runs():
+def test_grouped_offset_products_are_chosen_only_where_a_fused_kernel_runs(monkeypatch):
     conv = SubMConv3d(16, 32, 3, backend="torch")
     fused = "grouped_mm" if hasattr(torch, "_grouped_mm") else "torch"
+    monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 10)  # a B200
     assert conv.kernel("cuda", torch.bfloat16) == "torch"  # training keeps the loop
     with torch.no_grad():
         assert conv.kernel("cuda", torch.bfloat16) == fused
+        monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 8)  # a Jetson Orin: torch loops itself
+        assert conv.kernel("cuda", torch.bfloat16) == "torch"
+        monkeypatch.setattr(grouped_mm, "capability_major", lambda device: 10)
         assert conv.kernel("cuda", torch.float32) == conv.kernel("cpu", torch.bfloat16) == "torch"
         assert SubMConv3d(6, 32, 3, backend="torch").kernel("cuda", torch.bfloat16) == fused  # padded to 8
     conv.offset_products = "grouped"
