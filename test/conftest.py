@@ -1,4 +1,5 @@
-"""Shared fixtures. DDS is confined to loopback before anything can import rclpy."""
+"""Shared fixtures, and a recorder of what would make the host wait for a GPU (``host_reads``). DDS is
+confined to loopback before anything can import rclpy."""
 import copy
 import os
 from pathlib import Path
