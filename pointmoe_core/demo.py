@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a 3D-MoE planner's LLM weights (bfloat16: faster on CPUs with AVX512-BF16 and on GPUs; "
                              "int8: dynamic quantisation, fastest on a CPU)")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="on a GPU with --llm-dtype bfloat16: replay a 3D-MoE planner's LLM pass, scene tokenizer "
-                             "and denoising as CUDA graphs")
+                        help="on a GPU with --llm-dtype bfloat16: replay a 3D-MoE planner's LLM pass, scene tokenizer, "
+                             "and object pointer with denoising as CUDA graphs")
     parser.add_argument("--snap-radius", type=float, default=DEFAULT_SNAP_RADIUS,
                         help="metres: move each planned pick and place onto the nearest perceived object centre "
                              f"within it (default {DEFAULT_SNAP_RADIUS}; 0: the planner's poses as they are; "

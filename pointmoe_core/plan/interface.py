@@ -45,7 +45,7 @@ def load_planner(path: str | Path, map_location: str | torch.device = "cpu", llm
     ``llm_dtype``: "float32"; "bfloat16" or, on a CPU, "int8" (``MoEPlanner.quantize_llm``) for
     speed; a Pose-DiT planner has no LLM). ``llm_folder``: a 3D-MoE planner's base LLM from this
     Hugging Face folder instead of its saved source (``MoEPlanner.from_checkpoint``). ``cuda_graphs``:
-    a 3D-MoE planner's LLM pass, scene tokenizer and denoising replayed as CUDA graphs
+    a 3D-MoE planner's LLM pass, scene tokenizer, and object pointer with denoising replayed as CUDA graphs
     (``MoEPlanner.use_cuda_graphs``: on a GPU, with a bfloat16 LLM)."""
     if llm_dtype not in LLM_DTYPES:
         raise ValueError(f"llm_dtype must be one of {', '.join(LLM_DTYPES)}, got {llm_dtype!r}")

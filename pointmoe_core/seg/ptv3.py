@@ -34,7 +34,7 @@ from ..common.config import YamlConfig
 from .moe import SparseMoE
 from .serialization import ORDERS, inverse_permutation
 from .sparse_conv import SubMConv3d
-from .structure import Point
+from .structure import Point, batch2offset
 
 try:  # optional GPU kernel; everything works without it
     import flash_attn
@@ -511,14 +511,12 @@ class SerializedPooling(nn.Module):
         feat = torch.segment_reduce(self.proj(point.feat)[indices], "max", offsets=ptr)
         coord = torch.segment_reduce(point.coord[indices], "mean", offsets=ptr)
         batch = point.batch[head]  # ascending: the first code's top bits are the cloud
-        # the pooled offsets by search, not bincount (which on a GPU reads the largest cloud index)
-        offset = torch.searchsorted(batch, torch.arange(len(point.offset), device=batch.device), right=True)
         pooled = Point(
             feat=self.act(self.norm(feat)),
             coord=coord,
             grid_coord=point.grid_coord[head] >> depth,
             batch=batch,
-            offset=offset,
+            offset=batch2offset(batch, len(point.offset)),
             grid_size=None if point.grid_size is None else point.grid_size * self.stride,
             serialized_depth=point.serialized_depth - depth,
             serialized_code=code,

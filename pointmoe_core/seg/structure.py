@@ -40,9 +40,12 @@ def offset2batch(offset: torch.Tensor, num_points: int | None = None) -> torch.T
     return torch.repeat_interleave(torch.arange(len(counts), device=offset.device), counts, output_size=num_points)
 
 
-def batch2offset(batch: torch.Tensor) -> torch.Tensor:
-    """Cumulative point counts from per-point cloud indices (clouds must be contiguous)."""
-    return torch.cumsum(torch.bincount(batch), dim=0).long()
+def batch2offset(batch: torch.Tensor, num_clouds: int | None = None) -> torch.Tensor:
+    """Cumulative point counts from per-point cloud indices (clouds contiguous, in ascending order);
+    ``num_clouds``, where known, spares a GPU the host's wait for the largest index."""
+    if num_clouds is None:
+        num_clouds = int(batch.max()) + 1 if len(batch) else 0
+    return torch.searchsorted(batch, torch.arange(num_clouds, device=batch.device), right=True)
 
 
 @dataclass(eq=False)
