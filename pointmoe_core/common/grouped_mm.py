@@ -11,8 +11,10 @@ those stay.
 from __future__ import annotations
 
 import functools
+from typing import Callable, Hashable, Sequence
 
 import torch
+from torch import nn
 
 # the fused kernel reads 16-byte rows: widths a multiple of 8 bfloat16 values
 GROUPED_WIDTH = 8
@@ -42,10 +44,41 @@ def capability_major(device: torch.device) -> int:
     return torch.cuda.get_device_capability(device)[0]
 
 
-def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """``rows[ends[g-1]:ends[g]] @ weights[g].T`` for every group g, stacked: rows (P, in), weights
-    (G, out, in) as ``nn.Linear`` stores them, ends (G,) int32 -> (P, out). Widths must be
+def grouped_operand(weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Weights (G, out, in), as ``nn.Linear`` stores them, as the kernel's second operand: (G, in,
+    out) column-major in ``dtype``, a transposed view of a contiguous stack (gradients reach the
+    weights through it)."""
+    return weights.to(dtype).contiguous().transpose(1, 2)
+
+
+def grouped_mm(rows: torch.Tensor, operand: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``rows[ends[g-1]:ends[g]] @ operand[g]`` for every group g, stacked: rows (P, in), operand
+    (G, in, out) from :func:`grouped_operand`, ends (G,) int32 -> (P, out). Widths must be
     multiples of ``GROUPED_WIDTH`` for the fused kernel."""
-    # (G, in, out) as a transposed view of the contiguous (G, out, in) stack: the column-major
-    # operand the kernel wants; gradients reach the weights through the view
-    return torch._grouped_mm(rows, weights.to(rows.dtype).contiguous().transpose(1, 2), offs=ends)
+    return torch._grouped_mm(rows, operand, offs=ends)
+
+
+def kept_operand(kept: dict | None, key: Hashable, sources: Sequence[torch.Tensor],
+                 make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``make()``, an operand built from the weights ``sources``; where a layer keeps its operands
+    (``kept``, a dict of its own: :func:`keep_operands`) and autograd is off, the one built by an
+    earlier call while every source is the same tensor at the same version. Building one per forward
+    is a stack, a cast and a copy per layer: kernels that on a GPU cost launches, not arithmetic."""
+    if kept is None or torch.is_grad_enabled():
+        return make()
+    stamp = tuple((source.data_ptr(), source._version) for source in sources)
+    entry = kept.get(key)
+    if entry is None or entry[0] != stamp:
+        entry = kept[key] = (stamp, make())
+    return entry[1]
+
+
+def keep_operands(model: nn.Module) -> None:
+    """Let every layer of ``model`` that builds grouped-GEMM operands (those with a
+    ``kept_operands`` attribute) keep them between inference forwards: for a model whose weights
+    stay as they are, such as an inference copy. An operand is rebuilt when its weights are
+    replaced or updated in place, but not after a write through ``.data``, which bypasses the
+    version counter (peft's merge writes so: keep operands after merging adapters)."""
+    for module in model.modules():
+        if hasattr(module, "kept_operands"):
+            module.kept_operands = {}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm
+from .grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm, grouped_operand, kept_operand
 
 # the gated MLPs' activations, by the names configs use
 ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
@@ -71,7 +71,8 @@ def _plain_gated_mlp(expert: nn.Module) -> bool:
 
 
 def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weight: torch.Tensor,
-                        topk_idx: torch.Tensor, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                        topk_idx: torch.Tensor, method: str = "auto",
+                        kept: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of each token's top-k expert outputs weighted by its routing weights: x (N, C),
     topk_weight and topk_idx (N, k) -> (out (N, C), tokens per expert (E,)).
 
@@ -79,7 +80,8 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     contiguous slice. ``method="loop"`` runs each expert on its slice (one GEMM each, the slice
     bounds read on the host); ``"grouped"`` runs all experts as three grouped GEMMs over the
     sorted tokens, with the slice bounds staying on the device (no host sync); ``"auto"`` takes
-    grouped where :func:`grouped_dispatch_supported` says so.
+    grouped where :func:`grouped_dispatch_supported` says so; ``kept`` holds the grouped GEMMs'
+    stacked weights between calls (:func:`.grouped_mm.kept_operand`).
     Ascending expert order summed into zeros matches the official Point-MoE eval path.
     """
     if method not in DISPATCH_METHODS:
@@ -93,7 +95,8 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     tokens_per_expert = torch.diff(ends, prepend=ends.new_zeros(1))
     dtype = compute_dtype(x)
     if method == "grouped" or (method == "auto" and grouped_dispatch_supported(experts, x.device, dtype)):
-        expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot).to(dtype), experts, ends.to(torch.int32))
+        expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot).to(dtype), experts, ends.to(torch.int32),
+                                        kept)
         weighted = (expert_out * weight_of_slot.to(dtype)).to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of_slot, weighted), tokens_per_expert
     out = torch.zeros_like(x)
@@ -106,11 +109,14 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     return out, tokens_per_expert
 
 
-def _grouped_gated_mlp(x_sorted: torch.Tensor, experts: Sequence[nn.Module], ends: torch.Tensor) -> torch.Tensor:
+def _grouped_gated_mlp(x_sorted: torch.Tensor, experts: Sequence[nn.Module], ends: torch.Tensor,
+                       kept: dict | None) -> torch.Tensor:
     """``down(act(gate(x)) * up(x))`` of every expert on its slice of ``x_sorted`` (ends: int32, (E,))."""
 
-    def stacked(name: str) -> torch.Tensor:  # (E, out, in); gradients reach each expert's own weight
-        return torch.stack([_projection(expert, name).weight for expert in experts])
+    def stacked(name: str) -> torch.Tensor:  # (E, in, out); gradients reach each expert's own weight
+        weights = [_projection(expert, name).weight for expert in experts]
+        return kept_operand(kept, (name, x_sorted.dtype), weights,
+                            lambda: grouped_operand(torch.stack(weights), x_sorted.dtype))
 
     # copies of one MLP, or experts built from one config: one activation for all
     hidden = _activation(experts[0])(grouped_mm(x_sorted, stacked("gate_proj"), ends))

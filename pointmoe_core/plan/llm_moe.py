@@ -60,6 +60,7 @@ class MoEMLP(nn.Module):
         self.token_mask: torch.Tensor | None = None  # (batch, seq) bool, False = padding (None: all real)
         self.last_topk_idx: torch.Tensor | None = None
         self._last_routing: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # probs, top-k, real
+        self.kept_operands: dict | None = None  # common.grouped_mm.keep_operands
 
     @property
     def aux_loss(self) -> torch.Tensor:
@@ -90,7 +91,7 @@ class MoEMLP(nn.Module):
         x = hidden_states.reshape(-1, hidden_states.shape[-1])
         probs, topk_weight, topk_idx = self.route(x)
 
-        out, _ = dispatch_to_experts(x, self.experts, topk_weight, topk_idx)
+        out, _ = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, "auto", self.kept_operands)
 
         is_3d = self._flat_mask("modality", self.modality_mask, hidden_states.shape[:-1], False, x.device)
         real = self._flat_mask("token", self.token_mask, hidden_states.shape[:-1], True, x.device)

@@ -38,6 +38,7 @@ from transformers import DynamicCache
 
 from ..common.config import YamlConfig
 from ..common.cuda_graphs import GraphedFunction
+from ..common.grouped_mm import keep_operands
 from ..common.moe import grouped_dispatch_supported
 from ..common.pose_sequence import PoseSequence, normalize_xyz
 from .ddpm import DDPMConfig
@@ -525,11 +526,13 @@ class MoEPlanner(nn.Module):
 
     def merge_adapters(self) -> "MoEPlanner":
         """For planning only: fold the LoRA adapters into the frozen LLM (``lora.merge_adapters``),
-        the same plans with fewer matmuls; stages 1 and 2 cannot train afterwards."""
+        the same plans with fewer matmuls; stages 1 and 2 cannot train afterwards. The LLM's MoE
+        layers then keep their experts' stacked weights between plans (``grouped_mm.keep_operands``)."""
         if self.adapted:
             merge_adapters(self.llm)
             self.adapters_merged = True
             self._prefix = None
+        keep_operands(self.llm)
         return self
 
     def cast_llm(self, dtype: torch.dtype) -> "MoEPlanner":

@@ -102,6 +102,7 @@ class SparseMoE(nn.Module):
         self.aux_loss = torch.zeros(())
         self.last_stats: RoutingStats | None = None
         self.dispatch = "auto"  # or "loop" / "grouped": common.moe.dispatch_to_experts
+        self.kept_operands: dict | None = None  # common.grouped_mm.keep_operands
 
     @property
     def last_topk_idx(self) -> torch.Tensor | None:
@@ -132,7 +133,8 @@ class SparseMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs, topk_weight, topk_idx = self.route(x)
 
-        out, tokens_per_expert = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, self.dispatch)
+        out, tokens_per_expert = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, self.dispatch,
+                                                     self.kept_operands)
         self._record(probs, topk_weight, topk_idx, tokens_per_expert)
         return out
 

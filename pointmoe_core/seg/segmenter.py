@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..common.grouped_mm import keep_operands
 from ..common.reductions import argmax_over_rows, column_bounds, rows_all, rows_any, squared_distances
 from ..data.preprocess import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
 from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
@@ -118,6 +119,7 @@ class Segmenter:
         if AUTOCAST_DTYPES[dtype] is not None:  # on a copy: the caller's model may serve float32 too
             model = copy.deepcopy(model)
             cast_matrix_weights(model.backbone, AUTOCAST_DTYPES[dtype])
+            keep_operands(model.backbone)  # its grouped GEMMs' stacked weights, built once
         self.model = model.to(self.device).eval()
         with torch.no_grad():  # what every forward (an inference) runs: fixed here
             self.kernels = self.model.backbone.kernels(self.device, AUTOCAST_DTYPES[dtype] or torch.float32)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm
+from ..common.grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm, grouped_operand, kept_operand
 
 
 @functools.cache
@@ -137,24 +137,20 @@ def _search_sorted(sorted_keys: torch.Tensor, query: torch.Tensor, int32: bool) 
     return torch.from_numpy(found.astype(np.int32) if int32 else found)
 
 
-def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap, grouped: bool) -> torch.Tensor:
-    """One gather-matmul-scatter per kernel offset or, ``grouped``, all offsets' products as one
-    grouped GEMM (:mod:`..common.grouped_mm`): 3 launches a convolution instead of ~80."""
+def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap,
+                     operand: torch.Tensor | None) -> torch.Tensor:
+    """One gather-matmul-scatter per kernel offset or, given the weights as a grouped-GEMM
+    ``operand`` (:func:`grouped_conv_operand`), all offsets' products as one grouped GEMM
+    (:mod:`..common.grouped_mm`): 3 launches a convolution instead of ~80."""
     cout, cin = weight.shape[0], weight.shape[-1]
-    if grouped:
-        out_rows, in_rows, ends = nmap.out_rows, nmap.in_rows, nmap.ends
-        dtype = compute_dtype(feat)
-        # the fused kernel wants 16-byte rows: widths padded with zeros to multiples of 8 (the stem's
-        # 4-6 input channels), which adds nothing to the products
-        pad_in, pad_out = -cin % GROUPED_WIDTH, -cout % GROUPED_WIDTH
-        per_offset = weight.reshape(cout, -1, cin)
-        rows = feat.index_select(0, in_rows)
-        if pad_in or pad_out:  # a pad copies even when it adds nothing
-            per_offset = F.pad(per_offset, (0, pad_in, 0, 0, 0, pad_out))
-            rows = F.pad(rows, (0, pad_in))
-        per_offset, rows = per_offset.transpose(0, 1), rows.to(dtype)
-        products = grouped_mm(rows, per_offset, ends)[:, :cout]
-        return products.new_zeros(nmap.num_points, cout).index_add_(0, out_rows, products)
+    if operand is not None:
+        # the fused kernel wants 16-byte rows: the operand's widths are padded with zeros to
+        # multiples of 8 (the stem's 4-6 input channels), which adds nothing to the products
+        rows = feat.index_select(0, nmap.in_rows)
+        if operand.shape[1] != cin:  # a pad copies even when it adds nothing
+            rows = F.pad(rows, (0, operand.shape[1] - cin))
+        products = grouped_mm(rows.to(operand.dtype), operand, nmap.ends)[:, :cout]
+        return products.new_zeros(nmap.num_points, cout).index_add_(0, nmap.out_rows, products)
     per_offset = weight.reshape(cout, -1, cin)
     centre = per_offset.shape[1] // 2
     out = feat @ per_offset[:, centre].T
@@ -163,6 +159,18 @@ def _torch_subm_conv(feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMa
             continue
         out.index_add_(0, rows, feat.index_select(0, cols) @ per_offset[:, j].T)
     return out
+
+
+def grouped_conv_operand(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The convolution's weight ``(out, kx, ky, kz, in)`` as a grouped GEMM's operand, one group per
+    kernel offset: ``(K, in, out)`` in ``dtype``, widths padded with zeros to multiples of
+    ``GROUPED_WIDTH``."""
+    cout, cin = weight.shape[0], weight.shape[-1]
+    per_offset = weight.reshape(cout, -1, cin)
+    pad_in, pad_out = -cin % GROUPED_WIDTH, -cout % GROUPED_WIDTH
+    if pad_in or pad_out:
+        per_offset = F.pad(per_offset, (0, pad_in, 0, 0, 0, pad_out))
+    return grouped_operand(per_offset.transpose(0, 1), dtype)
 
 
 # -------------------------------------------------------------------------- spconv backend
@@ -275,6 +283,7 @@ class SubMConv3d(nn.Module):
         self.kernel_size = kernel_size
         self.backend = available_backends()[-1] if backend == "auto" else backend
         self.offset_products = "auto"  # torch backend: "loop" (a GEMM per offset), "grouped", or auto
+        self.kept_operands: dict | None = None  # common.grouped_mm.keep_operands
         k = kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
@@ -326,8 +335,12 @@ class SubMConv3d(nn.Module):
         else:
             nmap = self._cached(cache, ("subm", self.kernel_size), feat.shape[0],
                                 lambda: build_neighbour_map(grid_coord, batch, self.kernel_size))
-            grouped = self.kernel(feat.device, compute_dtype(feat)) == "grouped_mm"
-            out = _torch_subm_conv(feat, self.weight, nmap, grouped)
+            dtype = compute_dtype(feat)
+            operand = None
+            if self.kernel(feat.device, dtype) == "grouped_mm":
+                operand = kept_operand(self.kept_operands, dtype, [self.weight],
+                                       lambda: grouped_conv_operand(self.weight, dtype))
+            out = _torch_subm_conv(feat, self.weight, nmap, operand)
         # spconv CPU cannot fuse a bias in eval mode; adding it here is the same math everywhere.
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
