@@ -9,14 +9,16 @@ Bit conventions (identical to Pointcept, so that released checkpoints see the sa
 
 * Morton: bit ``i`` of x, y, z lands at code bit ``3i + 2``, ``3i + 1``, ``3i``.
 * Hilbert: John Skilling's "AxesToTranspose" (2004) followed by Gray decoding; the transposed
-  form is read with x as the most significant axis of every 3-bit group.
+  form is read with x as the most significant axis of every 3-bit group. Computed from the Morton
+  code by the curve's automaton (``hilbert_from_morton``).
 * Batched code: ``(batch << 3 * depth) | curve_code`` so that sorting keeps clouds apart.
 
 ``depth`` is the number of bits per axis (≤ 16, grid coordinates must lie in ``[0, 2**depth)``).
-Everything is vectorised over points: the only Python loops run over bits (≤ 16) and axes (3).
+Everything is vectorised over points: the only Python loops run over levels (≤ 16).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -56,43 +58,70 @@ def z_order_encode(grid_coord: torch.Tensor, depth: int = MAX_DEPTH) -> torch.Te
     return _interleave(g[..., 0], g[..., 1], g[..., 2])
 
 
+# The Hilbert curve as an automaton over the Morton code's 3-bit groups, top level first: in state
+# s, octant o (x y z bits) of a level gives that level's 3 digits and the next state. Its states
+# are the cube symmetries reached from the identity: the root's digits are the Gray-code ranks of
+# the octants, and the sub-cube of octant o is walked as the whole curve under CHILD_SYMMETRY[o]
+# (output axis a reads input axis perm[a], flipped where bit 2 - a of flip is set). These are the
+# curve of Skilling's "AxesToTranspose" + Gray decoding that Pointcept encodes (24 states; the
+# tests hold it to a transcription of Skilling's algorithm): one table lookup per level instead of
+# his ~20 operations per level.
+ROOT_DIGITS = (0, 1, 3, 2, 7, 6, 4, 5)
+CHILD_SYMMETRY = (((2, 0, 1), 0), ((1, 0, 2), 0), ((2, 1, 0), 5), ((0, 1, 2), 0),
+                  ((2, 0, 1), 6), ((1, 0, 2), 6), ((2, 1, 0), 0), ((0, 1, 2), 0))
+
+
+def _octant_map(perm: tuple[int, int, int], flip: int) -> tuple[int, ...]:
+    """The symmetry (perm, flip) as a map of the 8 octants."""
+    def mapped(octant: int) -> int:
+        bits = [octant >> (2 - axis) & 1 for axis in range(3)]
+        return sum((bits[perm[axis]] ^ (flip >> (2 - axis) & 1)) << (2 - axis) for axis in range(3))
+    return tuple(mapped(octant) for octant in range(8))
+
+
+def _hilbert_automaton() -> tuple[list[int], list[int]]:
+    """Digits and next states, indexed by ``8 * state + octant``; states stored as ``8 * state``."""
+    child = [_octant_map(*symmetry) for symmetry in CHILD_SYMMETRY]
+    states = [tuple(range(8))]
+    number = {states[0]: 0}
+    digits, next_states = [], []
+    for state in states:  # grows while it is walked: breadth-first over the reachable symmetries
+        for octant in range(8):
+            seen = state[octant]
+            digits.append(ROOT_DIGITS[seen])
+            following = tuple(child[seen][state[o]] for o in range(8))
+            if following not in number:
+                number[following] = len(states)
+                states.append(following)
+            next_states.append(8 * number[following])
+    return digits, next_states
+
+
+HILBERT_DIGITS, HILBERT_NEXT = _hilbert_automaton()
+
+
+@functools.cache
+def _hilbert_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode(False):  # kept for later calls, inference or not
+        return torch.tensor(HILBERT_DIGITS, device=device), torch.tensor(HILBERT_NEXT, device=device)
+
+
+def hilbert_from_morton(morton: torch.Tensor, depth: int) -> torch.Tensor:
+    """3D Hilbert index from the Morton code of the same coordinates (``z_order_encode``)."""
+    digits, next_states = _hilbert_tables(morton.device)
+    code = torch.zeros_like(morton)
+    state = torch.zeros_like(morton)
+    for level in reversed(range(depth)):
+        at = state + ((morton >> (3 * level)) & 7)
+        code = (code << 3) | digits[at]
+        if level:
+            state = next_states[at]
+    return code
+
+
 def hilbert_encode(grid_coord: torch.Tensor, depth: int = MAX_DEPTH) -> torch.Tensor:
-    """3D Hilbert index of integer grid coordinates ``(..., N, 3)`` -> int64 ``(..., N)``.
-
-    Skilling's algorithm on int64 columns: undo excess work from the most significant bit
-    down (invert or exchange the lower bits of axis 0), then Gray-decode the transposed index.
-    """
-    g = _check(grid_coord, depth)
-    if depth == 0:
-        return torch.zeros(g.shape[:-1], dtype=torch.long, device=g.device)
-    x = [g[..., 0].clone(), g[..., 1].clone(), g[..., 2].clone()]
-    top = 1 << (depth - 1)
-
-    # Inverse undo: for each bit q from the top, for each axis i.
-    q = top
-    while q > 1:
-        low = q - 1
-        for i in range(3):
-            bit_set = (x[i] & q) != 0
-            if i == 0:
-                x[0] = torch.where(bit_set, x[0] ^ low, x[0])
-            else:
-                swap = (x[0] ^ x[i]) & low
-                x0_new = torch.where(bit_set, x[0] ^ low, x[0] ^ swap)
-                x[i] = torch.where(bit_set, x[i], x[i] ^ swap)
-                x[0] = x0_new
-        q >>= 1
-
-    # Gray encode of the transposed form (prefix XOR over the interleaved bit string).
-    x[1] = x[1] ^ x[0]
-    x[2] = x[2] ^ x[1]
-    t = torch.zeros_like(x[0])
-    q = top
-    while q > 1:
-        t = torch.where((x[2] & q) != 0, t ^ (q - 1), t)
-        q >>= 1
-    x = [xi ^ t for xi in x]
-    return _interleave(x[0], x[1], x[2])
+    """3D Hilbert index of integer grid coordinates ``(..., N, 3)`` -> int64 ``(..., N)``."""
+    return hilbert_from_morton(z_order_encode(grid_coord, depth), depth)
 
 
 def encode(
@@ -107,20 +136,20 @@ def encode(
 
 def encode_orders(grid_coord: torch.Tensor, batch: torch.Tensor | None, depth: int,
                   orders: Sequence[str]) -> torch.Tensor:
-    """``encode`` for several curves, (K, N): each curve with its ``-trans`` twin in one pass, the
-    twin's coordinates stacked beside the original's (half the operators of one pass per curve)."""
+    """``encode`` for several curves, (K, N)."""
     unknown = [order for order in orders if order not in ORDERS]
     if unknown:
         raise ValueError(f"unknown serialization order {unknown[0]!r}; expected one of {ORDERS}")
-    codes: dict[str, torch.Tensor] = {}
-    for curve, encode_curve in (("z", z_order_encode), ("hilbert", hilbert_encode)):
-        wanted = [order for order in orders if order.split("-")[0] == curve]
-        if wanted:
-            axes = [(1, 0, 2) if order.endswith("-trans") else (0, 1, 2) for order in wanted]
-            # columns picked one by one: a list index would copy itself to a GPU first
-            coords = [torch.stack([grid_coord[:, axis] for axis in a], dim=1) for a in axes]
-            codes.update(zip(wanted, encode_curve(torch.stack(coords), depth)))
-    code = torch.stack([codes[order] for order in orders])
+    # the curves of one axis order (x y z, or y x z for the -trans curves) share its Morton code,
+    # from which the Hilbert code follows; the axis orders are stacked and encoded together
+    variants = sorted({order.endswith("-trans") for order in orders})
+    # columns picked one by one: a list index would copy itself to a GPU first
+    coords = torch.stack([torch.stack([grid_coord[:, axis] for axis in ((1, 0, 2) if trans else (0, 1, 2))], dim=1)
+                          for trans in variants])
+    curves = {"z": z_order_encode(coords, depth)}
+    if any(order.startswith("hilbert") for order in orders):
+        curves["hilbert"] = hilbert_from_morton(curves["z"], depth)
+    code = torch.stack([curves[order.split("-")[0]][variants.index(order.endswith("-trans"))] for order in orders])
     if batch is not None:
         code = (batch.long() << (depth * 3)) | code
     return code
