@@ -74,14 +74,15 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
                         topk_idx: torch.Tensor, method: str = "auto",
                         kept: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of each token's top-k expert outputs weighted by its routing weights: x (N, C),
-    topk_weight and topk_idx (N, k) -> (out (N, C), tokens per expert (E,)).
+    topk_weight and topk_idx (N, k) -> (out (N, C), expert ends (E,) int32: the N*k slot
+    assignments sorted by expert, expert e's end at ends[e]; :func:`tokens_per_expert` counts them).
 
-    The N*k (token, slot) assignments are sorted by expert once, so each expert's tokens form one
-    contiguous slice. ``method="loop"`` runs each expert on its slice (one GEMM each, the slice
-    bounds read on the host); ``"grouped"`` runs all experts as three grouped GEMMs over the
-    sorted tokens, with the slice bounds staying on the device (no host sync); ``"auto"`` takes
-    grouped where :func:`grouped_dispatch_supported` says so; ``kept`` holds the grouped GEMMs'
-    stacked weights between calls (:func:`.grouped_mm.kept_operand`).
+    The assignments are sorted by expert once, so each expert's tokens form one contiguous slice.
+    ``method="loop"`` runs each expert on its slice (one GEMM each, the slice bounds read on the
+    host); ``"grouped"`` runs all experts as three grouped GEMMs over the sorted tokens, with the
+    slice bounds staying on the device (no host sync); ``"auto"`` takes grouped where
+    :func:`grouped_dispatch_supported` says so; ``kept`` holds the grouped GEMMs' stacked weights
+    between calls (:func:`.grouped_mm.kept_operand`).
     Ascending expert order summed into zeros matches the official Point-MoE eval path.
     """
     if method not in DISPATCH_METHODS:
@@ -91,14 +92,13 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     token_of_slot = order // topk_idx.shape[1]
     weight_of_slot = topk_weight.flatten()[order].unsqueeze(1)
     # slice ends from the sorted ids: unlike bincount on CUDA, no host sync for the largest id
-    ends = torch.searchsorted(flat_expert[order], torch.arange(1, len(experts) + 1, device=x.device))
-    tokens_per_expert = torch.diff(ends, prepend=ends.new_zeros(1))
+    ends = torch.searchsorted(flat_expert[order], torch.arange(1, len(experts) + 1, device=x.device),
+                              out_int32=True)
     dtype = compute_dtype(x)
     if method == "grouped" or (method == "auto" and grouped_dispatch_supported(experts, x.device, dtype)):
-        expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot).to(dtype), experts, ends.to(torch.int32),
-                                        kept)
+        expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot).to(dtype), experts, ends, kept)
         weighted = (expert_out * weight_of_slot.to(dtype)).to(x.dtype)
-        return torch.zeros_like(x).index_add_(0, token_of_slot, weighted), tokens_per_expert
+        return torch.zeros_like(x).index_add_(0, token_of_slot, weighted), ends
     out = torch.zeros_like(x)
     start = 0
     for expert, end in zip(experts, ends.tolist()):
@@ -106,7 +106,13 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
             tokens = token_of_slot[start:end]
             out.index_add_(0, tokens, expert(x.index_select(0, tokens)) * weight_of_slot[start:end])
         start = end
-    return out, tokens_per_expert
+    return out, ends
+
+
+def tokens_per_expert(ends: torch.Tensor) -> torch.Tensor:
+    """(E,) int64 slot assignments per expert from :func:`dispatch_to_experts`' expert ends."""
+    ends = ends.long()
+    return torch.diff(ends, prepend=ends.new_zeros(1))
 
 
 def _grouped_gated_mlp(x_sorted: torch.Tensor, experts: Sequence[nn.Module], ends: torch.Tensor,

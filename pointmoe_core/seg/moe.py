@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.moe import ACTIVATIONS, dispatch_to_experts, grouped_dispatch_supported, load_balance_loss
+from ..common.moe import (
+    ACTIVATIONS,
+    dispatch_to_experts,
+    grouped_dispatch_supported,
+    load_balance_loss,
+    tokens_per_expert,
+)
 
 # The official renormalisation adds this to the denominator; kept for bit-level parity.
 RENORM_EPS = 1e-20
@@ -55,12 +61,17 @@ class GatedExpert(nn.Module):
 
 @dataclass(frozen=True)
 class RoutingStats:
-    """What the router did in the last forward (all detached)."""
+    """What the router did in the last forward (detached)."""
 
     topk_idx: torch.Tensor  # (N, k) int64, column 0 = most probable expert
     topk_weight: torch.Tensor  # (N, k) mixing weights
-    tokens_per_expert: torch.Tensor  # (E,) int64, counts over the N*k assignments
+    expert_ends: torch.Tensor  # (E,) int32, the N*k assignments sorted by expert: where each one's end
     probs: torch.Tensor  # (N, E) router probabilities
+
+    @property
+    def tokens_per_expert(self) -> torch.Tensor:
+        """(E,) int64, counts over the N*k assignments."""
+        return tokens_per_expert(self.expert_ends)
 
     @property
     def entropy(self) -> torch.Tensor:
@@ -77,6 +88,8 @@ class SparseMoE(nn.Module):
     After each forward: ``last_stats`` (:class:`RoutingStats`), ``last_topk_idx`` (for colouring
     clouds by expert) and ``aux_loss`` (the load-balance loss in training mode, else 0; the
     trainer adds it to the task loss). Training also accumulates ``expert_token_counter``.
+    Inference pays for none of these beyond keeping the router's tensors: each is computed
+    when read.
     """
 
     def __init__(
@@ -99,10 +112,17 @@ class SparseMoE(nn.Module):
         self.gate = Router(dim, num_experts)
         self.experts = nn.ModuleList(GatedExpert(dim, hidden, act) for _ in range(num_experts))
         self.register_buffer("expert_token_counter", torch.zeros(num_experts, dtype=torch.long))
-        self.aux_loss = torch.zeros(())
         self.last_stats: RoutingStats | None = None
+        self._balanced: tuple[torch.Tensor, torch.Tensor] | None = None  # training: probs, top-k ids
         self.dispatch = "auto"  # or "loop" / "grouped": common.moe.dispatch_to_experts
         self.kept_operands: dict | None = None  # common.grouped_mm.keep_operands
+
+    @property
+    def aux_loss(self) -> torch.Tensor:
+        """The load-balance loss of the last forward in training mode, else 0."""
+        if self._balanced is None:
+            return torch.zeros(()) if self.last_stats is None else self.last_stats.probs.new_zeros(())
+        return load_balance_loss(*self._balanced, self.num_experts, self.aux_loss_alpha)
 
     @property
     def last_topk_idx(self) -> torch.Tensor | None:
@@ -132,18 +152,12 @@ class SparseMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs, topk_weight, topk_idx = self.route(x)
-
-        out, tokens_per_expert = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, self.dispatch,
-                                                     self.kept_operands)
-        self._record(probs, topk_weight, topk_idx, tokens_per_expert)
-        return out
-
-    def _record(
-        self, probs: torch.Tensor, topk_weight: torch.Tensor, topk_idx: torch.Tensor, tokens_per_expert: torch.Tensor
-    ) -> None:
+        out, expert_ends = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, self.dispatch,
+                                               self.kept_operands)
+        self._balanced = (probs, topk_idx) if self.training else None
         if self.training:
-            self.aux_loss = load_balance_loss(probs, topk_idx, self.num_experts, self.aux_loss_alpha)
-            self.expert_token_counter += tokens_per_expert
-        else:
-            self.aux_loss = probs.new_zeros(())
-        self.last_stats = RoutingStats(topk_idx.detach(), topk_weight.detach(), tokens_per_expert, probs.detach())
+            self.expert_token_counter += tokens_per_expert(expert_ends)
+        if torch.is_grad_enabled():
+            probs, topk_weight = probs.detach(), topk_weight.detach()
+        self.last_stats = RoutingStats(topk_idx, topk_weight, expert_ends, probs)
+        return out
