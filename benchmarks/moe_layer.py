@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from machine import cpu_model
 
+from pointmoe_core.common.grouped_mm import keep_operands
 from pointmoe_core.seg.moe import GatedExpert, SparseMoE
 
 
@@ -55,6 +56,7 @@ def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts
                  loop_tokens: int, repeats: int) -> dict:
     torch.manual_seed(0)
     moe = SparseMoE(dim, num_experts=num_experts, top_k=top_k).to(device, dtype)
+    keep_operands(moe)  # as the Segmenter's inference copy: grouped GEMMs' stacked weights built once
     dense = GatedExpert(dim, top_k * 2 * dim).to(device, dtype)
     x = torch.randn(tokens, dim, device=device, dtype=dtype)
     x_loop = x[:loop_tokens]
