@@ -271,16 +271,34 @@ def attention_windows(point: Point, patch_size: int) -> dict[str, Any]:
     encoder and decoder patch sizes differ):
       ``pad`` (N_pad,): padded slot -> sequence position; ``unpad`` (N,): sequence position ->
       padded slot; ``cu_seqlens`` (W + 1,) int32 window starts; ``full``: all windows have K.
+    ``pad`` and ``unpad`` are ``None`` where they are the identity (one cloud: unpad always, pad
+    unless the cloud has a partial window).
     """
     key = ("attention_windows", patch_size)
-    if key in point.cache:
-        return point.cache[key]
-    K = patch_size
-    device = point.offset.device
-    counts = point.bincount
-    # the one read from the device, for several clouds: every size the index tensors need follows
-    # on the host (one cloud's size is its number of points)
-    sizes = [len(point.batch)] if len(counts) == 1 else counts.tolist()
+    if key not in point.cache:
+        num_points = len(point.batch)
+        if len(point.offset) == 1 and num_points:
+            point.cache[key] = _one_cloud_windows(num_points, patch_size, point.offset.device)
+        else:
+            point.cache[key] = _batch_windows(point.bincount, patch_size)
+    return point.cache[key]
+
+
+def _one_cloud_windows(num_points: int, K: int, device: torch.device) -> dict[str, Any]:
+    """``attention_windows`` of one cloud: every size follows from its number of points."""
+    padded = (num_points + K - 1) // K * K if num_points > K else num_points
+    pad = None
+    if padded > num_points:
+        slot = torch.arange(padded, device=device)
+        pad = torch.where(slot < num_points, slot, slot - K)  # tail slots repeat earlier points
+    cu_seqlens = torch.arange(0, padded + 1, min(K, num_points), dtype=torch.int32, device=device)
+    return dict(pad=pad, unpad=None, cu_seqlens=cu_seqlens, full=num_points >= K)
+
+
+def _batch_windows(counts: torch.Tensor, K: int) -> dict[str, Any]:
+    """``attention_windows`` of a batch of clouds of ``counts`` points each."""
+    device = counts.device
+    sizes = counts.tolist()  # the one read from the device: every size the tensors need follows here
     padded_sizes = [(c + K - 1) // K * K if c > K else c for c in sizes]
     window_sizes = [(p + K - 1) // K for p in padded_sizes]
     padded = torch.where(counts > K, (counts + K - 1) // K * K, counts)
@@ -300,9 +318,7 @@ def attention_windows(point: Point, patch_size: int) -> dict[str, Any]:
     w_cloud = torch.repeat_interleave(torch.arange(num_clouds, device=device), windows, output_size=sum(window_sizes))
     w_local = torch.arange(sum(window_sizes), device=device) - (torch.cumsum(windows, 0) - windows)[w_cloud]
     cu_seqlens = torch.cat([start_pad[w_cloud] + w_local * K, padded.sum().view(1)]).int()
-
-    point.cache[key] = dict(pad=pad, unpad=unpad, cu_seqlens=cu_seqlens, full=all(c >= K for c in sizes))
-    return point.cache[key]
+    return dict(pad=pad, unpad=unpad, cu_seqlens=cu_seqlens, full=all(c >= K for c in sizes))
 
 
 class SerializedAttention(nn.Module):
@@ -353,8 +369,12 @@ class SerializedAttention(nn.Module):
     def forward(self, feat: torch.Tensor, point: Point) -> torch.Tensor:
         K = self.window_size(point)
         win = attention_windows(point, K)
-        order = point.serialized_order[self.order_index][win["pad"]]
-        inverse = win["unpad"][point.serialized_inverse[self.order_index]]
+        order = point.serialized_order[self.order_index]
+        inverse = point.serialized_inverse[self.order_index]
+        if win["pad"] is not None:
+            order = order[win["pad"]]
+        if win["unpad"] is not None:
+            inverse = win["unpad"][inverse]
 
         qkv = self.qkv(feat)[order]  # (N_pad, 3C) in serialized, padded order
         out = self.attend(qkv, K, win["cu_seqlens"], win["full"])

@@ -14,6 +14,7 @@ from pointmoe_core.seg.ptv3 import (
     SerializedAttention,
     SerializedPooling,
     SerializedUnpooling,
+    _batch_windows,
     attention_windows,
 )
 from pointmoe_core.seg.structure import Point
@@ -145,6 +146,20 @@ def test_attention_windows_layout():
     assert pad[8:12].tolist() == [8, 9, 6, 7]
     assert pad[16:20].tolist() == [14, 15, 16, 13]
     assert attention_windows(p, 4) is win  # cached per patch size
+
+
+@pytest.mark.parametrize("num_points", [1, 3, 4, 8, 10, 23])
+def test_one_cloud_windows_are_the_batch_layout_without_identities(num_points):
+    """One cloud's windows come from its size alone; where pad / unpad are the identity they are
+    None, else what the layout of a batch gives."""
+    one = Point(feat=torch.zeros(num_points, 1), grid_coord=torch.zeros(num_points, 3, dtype=torch.long))
+    win = attention_windows(one, 4)
+    batch = _batch_windows(torch.tensor([num_points]), 4)
+    assert win["cu_seqlens"].dtype == torch.int32 and torch.equal(win["cu_seqlens"], batch["cu_seqlens"])
+    assert win["full"] == batch["full"] and win["unpad"] is None
+    assert torch.equal(batch["unpad"], torch.arange(num_points))
+    pad = torch.arange(num_points) if win["pad"] is None else win["pad"]
+    assert torch.equal(pad, batch["pad"]) and (win["pad"] is None) == (num_points <= 4 or num_points % 4 == 0)
 
 
 def naive_window_attention(qkv, point, order_index, K, heads, scale, flash):
