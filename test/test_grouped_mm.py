@@ -34,7 +34,7 @@ def test_kept_operands_are_built_once_and_again_after_a_weight_change(make_layer
         keep_operands(layer)
         first, kept = forward(), dict(layer.kept_operands)
         again = forward()
-        assert kept and all(layer.kept_operands[key][1] is operand for key, (_, operand) in kept.items())
+        assert kept and all(layer.kept_operands[key][-1] is entry[-1] for key, entry in kept.items())
         torch.testing.assert_close(first, built_each_time, rtol=0, atol=0)
         torch.testing.assert_close(again, built_each_time, rtol=0, atol=0)
 
@@ -44,6 +44,14 @@ def test_kept_operands_are_built_once_and_again_after_a_weight_change(make_layer
         layer.kept_operands = None
         torch.testing.assert_close(updated, forward(), rtol=0, atol=0)
         assert not torch.allclose(updated, built_each_time)
+
+        keep_operands(layer)
+        forward()
+        for param in layer.parameters():  # replaced by other tensors (as .to() does)
+            param.data = param.data * 2
+        replaced = forward()
+        layer.kept_operands = None
+        torch.testing.assert_close(replaced, forward(), rtol=0, atol=0)
 
     keep_operands(layer)
     forward()  # autograd on (training): nothing is kept, gradients reach the weights

@@ -69,8 +69,10 @@ def kept_operand(kept: dict | None, key: Hashable, sources: Sequence[torch.Tenso
     stamp = tuple((source.data_ptr(), source._version) for source in sources)
     entry = kept.get(key)
     if entry is None or entry[0] != stamp:
-        entry = kept[key] = (stamp, make())
-    return entry[1]
+        # the sources' storage is held with the operand: while it lives, a tensor that replaces a
+        # source cannot be given its address and pass for it
+        entry = kept[key] = (stamp, [source.detach() for source in sources], make())
+    return entry[2]
 
 
 def keep_operands(model: nn.Module) -> None:
