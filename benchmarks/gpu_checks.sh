@@ -19,7 +19,8 @@
 # this venv's 5.25 did not show).
 # `run` installs the wheels into .gpu/site, then writes one log per check into OUT_DIR:
 # the machine, parity on CUDA (float32 against the official output, bfloat16/float16 error),
-# the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16), the whole
+# the MoE layer against dense (expert loop vs grouped GEMMs, float32 and bfloat16; in bfloat16 both
+# also replayed as CUDA graphs: the device time without the host's dispatching), the whole
 # perception callback on 120k points at tiny / base / L in float32 and bfloat16 (bfloat16 once more
 # with --loops: a GEMM per kernel offset and per expert instead of grouped GEMMs), each with its
 # count of aten operators, the 3D-MoE planner's plan (LLM in float32 and bfloat16, eager, and

@@ -6,6 +6,10 @@ and against a per-token Python loop.
 Runs on CPU, and on CUDA as well when torch sees a GPU. The dense baseline has hidden size
 ``k * 2C``, i.e. the same multiply-adds per token as k experts of hidden size 2C (the router's
 E*C is extra for the MoE). The per-token loop is timed on fewer tokens and reported per token.
+Where the grouped GEMMs are one kernel each (bfloat16 on a Hopper / datacenter Blackwell GPU: an MoE
+forward then reads nothing back to the host), the MoE and dense forwards are also replayed as CUDA
+graphs (``common.cuda_graphs``): without the host's dispatching, what each costs the GPU (the
+backbone cannot replay its layers: its point counts change with every cloud).
 ``--json`` prints a JSON summary as the last line.
 """
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Callable
 import torch
 from machine import cpu_model
 
-from pointmoe_core.common.grouped_mm import keep_operands
+from pointmoe_core.common.cuda_graphs import GraphedFunction
+from pointmoe_core.common.grouped_mm import fused, keep_operands
 from pointmoe_core.seg.moe import GatedExpert, SparseMoE
 
 
@@ -79,6 +84,15 @@ def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts
             module(inp).float().square().mean().backward()
         return run
 
+    def graphed_forward(module: torch.nn.Module) -> tuple[Callable[[], object], GraphedFunction]:
+        graphed = GraphedFunction(module)
+
+        def run() -> object:
+            module.eval()
+            with torch.no_grad():
+                return graphed(x)
+        return run, graphed
+
     def loop() -> object:
         with torch.no_grad():
             return per_token_loop(moe.eval(), x_loop)
@@ -103,6 +117,18 @@ def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts
             "moe_fwd_s": fwd, "moe_fwd_bwd_s": fwd_bwd, "moe_fwd_us_per_token": 1e6 * fwd / tokens,
             "moe_over_dense_fwd": fwd / result["dense_fwd_s"],
             "moe_over_dense_fwd_bwd": fwd_bwd / result["dense_fwd_bwd_s"]}
+    with torch.no_grad():
+        fused_here = fused(device, dtype)
+    if fused_here:  # grouped GEMMs in one kernel each: an MoE forward reads nothing back
+        result["cuda_graphs"] = {}
+        moe.dispatch = "grouped"
+        for name, module in (("dense", dense), ("moe_grouped", moe)):
+            run, graphed = graphed_forward(module)
+            seconds = median_seconds(run, device, repeats)
+            # a capture that failed ran eagerly: no graph time to report
+            result["cuda_graphs"][name] = {"fwd_s": None if graphed.failed else seconds, "failed": graphed.failed}
+        times = [r["fwd_s"] for r in result["cuda_graphs"].values()]
+        result["cuda_graphs"]["moe_over_dense_fwd"] = None if None in times else times[1] / times[0]
     moe.dispatch = "auto"
     with torch.no_grad():  # what an inference forward picks (training keeps the loop)
         result["auto_dispatch"] = moe.kernel(device, dtype)
@@ -125,6 +151,12 @@ def print_table(r: dict) -> None:
           f"{1e6 * r['dense_fwd_s'] / r['tokens']:12.3f}")
     print(f"{'per-token loop (fwd only)':44}{'':9}  {'':>10}  {r['loop_fwd_us_per_token']:12.3f}")
     print(f"per-token loop / fastest MoE dispatch, per token: {r['loop_over_moe_per_token']:.0f}x")
+    if "cuda_graphs" in r:
+        graphs = r["cuda_graphs"]
+        times = ", ".join(f"{name} {'failed: ' + g['failed'] if g['failed'] else ms(g['fwd_s']).strip() + ' ms'}"
+                          for name, g in graphs.items() if name != "moe_over_dense_fwd")
+        ratio = graphs["moe_over_dense_fwd"]
+        print(f"replayed as CUDA graphs, fwd: {times}" + ("" if ratio is None else f"; MoE/dense {ratio:.2f}x"))
 
 
 def main() -> None:
