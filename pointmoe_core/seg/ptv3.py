@@ -270,7 +270,9 @@ def attention_windows(point: Point, patch_size: int) -> dict[str, Any]:
     encoder's; the official code caches without the size, which only matters if a stage's
     encoder and decoder patch sizes differ):
       ``pad`` (N_pad,): padded slot -> sequence position; ``unpad`` (N,): sequence position ->
-      padded slot; ``cu_seqlens`` (W + 1,) int32 window starts; ``full``: all windows have K.
+      padded slot; ``cu_seqlens`` (W + 1,) int32 window starts; ``window``: the longest window
+      (K, or the points of a cloud that is one window); ``full``: every window has ``window``
+      points, so attention needs no mask.
     ``pad`` and ``unpad`` are ``None`` where they are the identity (one cloud: unpad always, pad
     unless the cloud has a partial window).
     """
@@ -291,8 +293,9 @@ def _one_cloud_windows(num_points: int, K: int, device: torch.device) -> dict[st
     if padded > num_points:
         slot = torch.arange(padded, device=device)
         pad = torch.where(slot < num_points, slot, slot - K)  # tail slots repeat earlier points
-    cu_seqlens = torch.arange(0, padded + 1, min(K, num_points), dtype=torch.int32, device=device)
-    return dict(pad=pad, unpad=None, cu_seqlens=cu_seqlens, full=num_points >= K)
+    window = min(K, num_points)
+    cu_seqlens = torch.arange(0, padded + 1, window, dtype=torch.int32, device=device)
+    return dict(pad=pad, unpad=None, cu_seqlens=cu_seqlens, window=window, full=True)
 
 
 def _batch_windows(counts: torch.Tensor, K: int) -> dict[str, Any]:
@@ -318,7 +321,7 @@ def _batch_windows(counts: torch.Tensor, K: int) -> dict[str, Any]:
     w_cloud = torch.repeat_interleave(torch.arange(num_clouds, device=device), windows, output_size=sum(window_sizes))
     w_local = torch.arange(sum(window_sizes), device=device) - (torch.cumsum(windows, 0) - windows)[w_cloud]
     cu_seqlens = torch.cat([start_pad[w_cloud] + w_local * K, padded.sum().view(1)]).int()
-    return dict(pad=pad, unpad=unpad, cu_seqlens=cu_seqlens, full=all(c >= K for c in sizes))
+    return dict(pad=pad, unpad=unpad, cu_seqlens=cu_seqlens, window=K, full=all(c >= K for c in sizes))
 
 
 class SerializedAttention(nn.Module):
@@ -377,7 +380,7 @@ class SerializedAttention(nn.Module):
             inverse = win["unpad"][inverse]
 
         qkv = self.qkv(feat)[order]  # (N_pad, 3C) in serialized, padded order
-        out = self.attend(qkv, K, win["cu_seqlens"], win["full"])
+        out = self.attend(qkv, win["window"], win["cu_seqlens"], win["full"])
         return self.proj_drop(self.proj(out[inverse]))
 
     def attend(self, qkv: torch.Tensor, K: int, cu_seqlens: torch.Tensor, full: bool) -> torch.Tensor:

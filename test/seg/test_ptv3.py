@@ -151,12 +151,13 @@ def test_attention_windows_layout():
 @pytest.mark.parametrize("num_points", [1, 3, 4, 8, 10, 23])
 def test_one_cloud_windows_are_the_batch_layout_without_identities(num_points):
     """One cloud's windows come from its size alone; where pad / unpad are the identity they are
-    None, else what the layout of a batch gives."""
+    None, else what the layout of a batch gives; a cloud of one window needs no mask (its window
+    is as long as it is)."""
     one = Point(feat=torch.zeros(num_points, 1), grid_coord=torch.zeros(num_points, 3, dtype=torch.long))
     win = attention_windows(one, 4)
     batch = _batch_windows(torch.tensor([num_points]), 4)
     assert win["cu_seqlens"].dtype == torch.int32 and torch.equal(win["cu_seqlens"], batch["cu_seqlens"])
-    assert win["full"] == batch["full"] and win["unpad"] is None
+    assert win["full"] and win["window"] == min(num_points, 4) and win["unpad"] is None
     assert torch.equal(batch["unpad"], torch.arange(num_points))
     pad = torch.arange(num_points) if win["pad"] is None else win["pad"]
     assert torch.equal(pad, batch["pad"]) and (win["pad"] is None) == (num_points <= 4 or num_points % 4 == 0)
@@ -185,10 +186,10 @@ def naive_window_attention(qkv, point, order_index, K, heads, scale, flash):
     return out
 
 
+@pytest.mark.parametrize("counts", [[45, 70, 20], [20], [70]], ids=["batch", "one-window", "one-cloud"])
 @pytest.mark.parametrize("flash", [False, True])
-def test_serialized_attention_matches_naive_windows(flash):
+def test_serialized_attention_matches_naive_windows(flash, counts):
     torch.manual_seed(0)
-    counts = [45, 70, 20]
     grid = torch.cat([torch.randperm(512)[:n] for n in counts])
     grid = torch.stack([grid // 64, (grid // 8) % 8, grid % 8], 1)
     p = Point(feat=torch.randn(sum(counts), 8, dtype=torch.float64), grid_coord=grid,
@@ -196,7 +197,7 @@ def test_serialized_attention_matches_naive_windows(flash):
     p.serialization()
     attn = SerializedAttention(8, 2, 32, nn.Identity(), order_index=2, enable_flash=flash).double()
     out = attn(p.feat, p)
-    K = 32 if flash else 20
+    K = 32 if flash else min(32, *counts)
     ref = naive_window_attention(attn.qkv(p.feat), p, 2, K, 2, attn.scale, flash)
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
 
