@@ -65,7 +65,7 @@ class RoutingStats:
 
     topk_idx: torch.Tensor  # (N, k) int64, column 0 = most probable expert
     topk_weight: torch.Tensor  # (N, k) mixing weights
-    expert_ends: torch.Tensor  # (E,) int32, the N*k assignments sorted by expert: where each one's end
+    expert_ends: torch.Tensor  # (E,) int32, the N*k assignments sorted by expert: where each expert's end
     probs: torch.Tensor  # (N, E) router probabilities
 
     @property
@@ -154,8 +154,9 @@ class SparseMoE(nn.Module):
         probs, topk_weight, topk_idx = self.route(x)
         out, expert_ends = dispatch_to_experts(x, self.experts, topk_weight, topk_idx, self.dispatch,
                                                self.kept_operands)
-        self._balanced = (probs, topk_idx) if self.training else None
+        self._balanced = None
         if self.training:
+            self._balanced = (probs, topk_idx)
             self.expert_token_counter += tokens_per_expert(expert_ends)
         if torch.is_grad_enabled():
             probs, topk_weight = probs.detach(), topk_weight.detach()

@@ -62,10 +62,10 @@ def z_order_encode(grid_coord: torch.Tensor, depth: int = MAX_DEPTH) -> torch.Te
 # s, octant o (x y z bits) of a level gives that level's 3 digits and the next state. Its states
 # are the cube symmetries reached from the identity: the root's digits are the Gray-code ranks of
 # the octants, and the sub-cube of octant o is walked as the whole curve under CHILD_SYMMETRY[o]
-# (output axis a reads input axis perm[a], flipped where bit 2 - a of flip is set). These are the
-# curve of Skilling's "AxesToTranspose" + Gray decoding that Pointcept encodes (24 states; the
-# tests hold it to a transcription of Skilling's algorithm): one table lookup per level instead of
-# his ~20 operations per level.
+# (output axis a reads input axis perm[a], flipped where bit 2 - a of flip is set). That is the
+# curve Pointcept encodes with Skilling's "AxesToTranspose" + Gray decoding (24 states; the tests
+# hold it to a transcription of Skilling's algorithm), at one table lookup per level where his
+# algorithm takes ~20 operations.
 ROOT_DIGITS = (0, 1, 3, 2, 7, 6, 4, 5)
 CHILD_SYMMETRY = (((2, 0, 1), 0), ((1, 0, 2), 0), ((2, 1, 0), 5), ((0, 1, 2), 0),
                   ((2, 0, 1), 6), ((1, 0, 2), 6), ((2, 1, 0), 0), ((0, 1, 2), 0))
