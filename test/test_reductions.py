@@ -1,10 +1,8 @@
 """common.reductions against the NumPy reductions they replace."""
 import numpy as np
 import pytest
-import torch
 
 from pointmoe_core.common.reductions import (
-    argmax_over_rows,
     column_bounds,
     rows_all,
     rows_any,
@@ -42,10 +40,3 @@ def test_squared_distances_equal_numpy():
     x, point = rng.normal(size=(500, 3)) * 50, rng.normal(size=3)
     np.testing.assert_allclose(squared_distances(x, point), ((x - point) ** 2).sum(1), rtol=1e-12)
     assert squared_distances(np.zeros((0, 3)), point).shape == (0,)
-
-
-@pytest.mark.parametrize("shape", [(1, 5), (8, 1000), (40, 300), (3, 0)])
-def test_argmax_over_rows_equals_torch_first_maximum_included(shape):
-    x = torch.from_numpy(np.random.default_rng(3).integers(0, 4, size=shape).astype(np.float32))  # many ties
-    index, best = argmax_over_rows(x)
-    assert torch.equal(index, x.argmax(0)) and torch.equal(best, x.amax(0))

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..common.grouped_mm import keep_operands
-from ..common.reductions import argmax_over_rows, column_bounds, rows_all, rows_any, squared_distances
+from ..common.reductions import column_bounds, rows_all, rows_any, squared_distances
 from ..data.preprocess import VoxelGrid, center_shift, estimate_normals, grid_sample, normalize_color
 from ..io.pointcloud2 import MAX_COORDINATE_M, recentre_origin, recentred_note
 from .convert import load_segmentor, save_checkpoint
@@ -314,11 +314,11 @@ class Segmenter:
                             "took their voxel's mean prediction")
 
         row_of_point = source[grid.voxel]
-        voxel_label, voxel_score = argmax_over_rows(voxel_probs)
+        voxel_score, voxel_label = voxel_probs.max(0)  # the first maximum, as argmax
         labels, scores = voxel_label[row_of_point], (voxel_score / num_fragments)[row_of_point]
         if hits is not None:  # a point seen in some fragments takes its own mean prediction
             covered = torch.nonzero(hits).squeeze(1)
-            labels[covered], scores[covered] = argmax_over_rows(point_probs[:, covered] / hits[covered])
+            scores[covered], labels[covered] = (point_probs[:, covered] / hits[covered]).max(0)
         experts = None
         if voxel_experts is not None:
             experts = {layer: ids[row_of_point].cpu().numpy() for layer, ids in voxel_experts.items()}
