@@ -5,6 +5,7 @@ Point-MoE module names there, copies of the LLM's FFN here) and stay with their 
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -90,10 +91,9 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     flat_expert = topk_idx.flatten()
     order = flat_expert.argsort(stable=True)
     token_of_slot = order // topk_idx.shape[1]
-    weight_of_slot = topk_weight.flatten()[order].unsqueeze(1)
+    weight_of_slot = torch.take(topk_weight, order).unsqueeze(1)
     # slice ends from the sorted ids: unlike bincount on CUDA, no host sync for the largest id
-    ends = torch.searchsorted(flat_expert[order], torch.arange(1, len(experts) + 1, device=x.device),
-                              out_int32=True)
+    ends = torch.searchsorted(flat_expert[order], _expert_ends_sought(len(experts), x.device), out_int32=True)
     dtype = compute_dtype(x)
     if method == "grouped" or (method == "auto" and grouped_dispatch_supported(experts, x.device, dtype)):
         expert_out = _grouped_gated_mlp(x.index_select(0, token_of_slot).to(dtype), experts, ends, kept)
@@ -107,6 +107,13 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
             out.index_add_(0, tokens, expert(x.index_select(0, tokens)) * weight_of_slot[start:end])
         start = end
     return out, ends
+
+
+@functools.cache
+def _expert_ends_sought(num_experts: int, device: torch.device) -> torch.Tensor:
+    """1..E: the sorted expert ids' searchsorted boundaries, made once per device."""
+    with torch.inference_mode(False):  # kept for later calls, inference or not
+        return torch.arange(1, num_experts + 1, device=device)
 
 
 def tokens_per_expert(ends: torch.Tensor) -> torch.Tensor:
