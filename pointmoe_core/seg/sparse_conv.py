@@ -96,10 +96,9 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     sorted_keys, order = torch.sort(keys)
     # the offsets before the centre in (dx, dy) rows of dz = -radius..radius, all rows at once;
     # their key shifts computed where the keys are (nothing read back from a GPU)
-    rows_xy = centre // kernel_size + 1
-    span = torch.arange(-radius, radius + 1, device=device)
-    dx, dy = span.repeat_interleave(kernel_size, output_size=kernel_size**2), span.repeat(kernel_size)
-    row_shift = (dx[:rows_xy] * extent[1] + dy[:rows_xy]) * extent[2]
+    dx, dy, offsets = _kernel_rows(kernel_size, device)
+    rows_xy = len(dx)
+    row_shift = (dx * extent[1] + dy) * extent[2]
     query = sorted_keys + row_shift[:, None] - radius  # (rows, n): dz = -radius
     pos = _search_sorted(sorted_keys, query, int32=n < 2**31 - kernel_size)
     # past the last key, positions up to n - 1 + kernel_size read a key no query equals: no clamping
@@ -120,12 +119,24 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
     # Offset -d is flattened index K-1-j and relates the same voxel pairs the other way round: the
     # offsets after the centre are these blocks reversed (an offset pairs each voxel at most once,
     # so the order within a block changes no sum)
-    offsets = torch.arange(centre, device=device)
     block_start, block_end = (torch.searchsorted(offset, offsets, right=right) for right in (False, True))
     found = len(offset)
     ends = torch.cat([block_end, block_end.new_full((1,), found + n), 2 * found + n - block_start.flip(0)])
     return NeighbourMap(n, kernel_size, torch.cat([rows, all_rows, cols.flip(0)]),
                         torch.cat([cols, all_rows, rows.flip(0)]), ends.to(torch.int32))
+
+
+@functools.cache
+def _kernel_rows(kernel_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dy) of the kernel's (dx, dy) rows up to the centre's, and the flattened indices of the
+    offsets before the centre: constants of the kernel size, made once per device."""
+    radius = kernel_size // 2
+    centre = kernel_size**3 // 2
+    rows_xy = centre // kernel_size + 1
+    with torch.inference_mode(False):  # kept for later calls, inference or not
+        span = torch.arange(-radius, radius + 1, device=device)
+        dx, dy = span.repeat_interleave(kernel_size), span.repeat(kernel_size)
+        return dx[:rows_xy], dy[:rows_xy], torch.arange(centre, device=device)
 
 
 def _search_sorted(sorted_keys: torch.Tensor, query: torch.Tensor, int32: bool) -> torch.Tensor:
