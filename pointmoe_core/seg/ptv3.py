@@ -245,6 +245,12 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+def dropout(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or for p = 0 (every Point-MoE config) ``nn.Identity``: the same outputs
+    without a call of ``F.dropout`` per use (66 per Point-MoE-L forward, host time on a GPU)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class MLP(nn.Module):
     """The block's feed-forward network: fc1 -> GELU -> fc2."""
 
@@ -253,7 +259,7 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(channels, hidden_channels)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_channels, channels)
-        self.drop = nn.Dropout(drop)
+        self.drop = dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
@@ -361,7 +367,7 @@ class SerializedAttention(nn.Module):
         self.upcast = upcast
         self.attn_drop = attn_drop
         self.proj = proj
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = dropout(proj_drop)
         self.qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
 
     def window_size(self, point: Point) -> int:
