@@ -68,11 +68,12 @@ def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts
     # the expert loop everywhere; grouped GEMMs where torch has them on a GPU (a CPU runs them as a loop)
     dispatches = ["loop"] + (["grouped"] if device.type == "cuda" and hasattr(torch, "_grouped_mm") else [])
 
-    def forward(module: torch.nn.Module, inp: torch.Tensor) -> Callable[[], object]:
-        def run() -> object:
+    def forward(module: torch.nn.Module, inp: torch.Tensor,
+                call: Callable[[torch.Tensor], object] | None = None) -> Callable[[], object]:
+        def run() -> object:  # ``call``: the module's forward as something else runs it
             module.eval()
             with torch.no_grad():
-                return module(inp)
+                return (call or module)(inp)
         return run
 
     def forward_backward(module: torch.nn.Module) -> Callable[[], object]:
@@ -83,15 +84,6 @@ def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts
             module.zero_grad(set_to_none=True)
             module(inp).float().square().mean().backward()
         return run
-
-    def graphed_forward(module: torch.nn.Module) -> tuple[Callable[[], object], GraphedFunction]:
-        graphed = GraphedFunction(module)
-
-        def run() -> object:
-            module.eval()
-            with torch.no_grad():
-                return graphed(x)
-        return run, graphed
 
     def loop() -> object:
         with torch.no_grad():
@@ -123,7 +115,8 @@ def bench_device(device: torch.device, dtype: torch.dtype, dim: int, num_experts
         result["cuda_graphs"] = {}
         moe.dispatch = "grouped"
         for name, module in (("dense", dense), ("moe_grouped", moe)):
-            run, graphed = graphed_forward(module)
+            graphed = GraphedFunction(module)
+            run = forward(module, x, graphed)
             seconds = median_seconds(run, device, repeats)
             # a capture that failed ran eagerly: no graph time to report
             result["cuda_graphs"][name] = {"fwd_s": None if graphed.failed else seconds, "failed": graphed.failed}

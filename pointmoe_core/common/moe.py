@@ -5,13 +5,13 @@ Point-MoE module names there, copies of the LLM's FFN here) and stay with their 
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import device_constants
 from .grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm, grouped_operand, kept_operand
 
 # the gated MLPs' activations, by the names configs use
@@ -109,11 +109,10 @@ def dispatch_to_experts(x: torch.Tensor, experts: Sequence[nn.Module], topk_weig
     return out, ends
 
 
-@functools.cache
+@device_constants
 def _expert_ends_sought(num_experts: int, device: torch.device) -> torch.Tensor:
-    """1..E: the sorted expert ids' searchsorted boundaries, made once per device."""
-    with torch.inference_mode(False):  # kept for later calls, inference or not
-        return torch.arange(1, num_experts + 1, device=device)
+    """1..E: the sorted expert ids' searchsorted boundaries."""
+    return torch.arange(1, num_experts + 1, device=device)
 
 
 def tokens_per_expert(ends: torch.Tensor) -> torch.Tensor:

@@ -18,10 +18,11 @@ Everything is vectorised over points: the only Python loops run over levels (≤
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
+
+from ..common.device import device_constants
 
 ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
 MAX_DEPTH = 16
@@ -100,10 +101,9 @@ def _hilbert_automaton() -> tuple[list[int], list[int]]:
 HILBERT_DIGITS, HILBERT_NEXT = _hilbert_automaton()
 
 
-@functools.cache
+@device_constants
 def _hilbert_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.inference_mode(False):  # kept for later calls, inference or not
-        return torch.tensor(HILBERT_DIGITS, device=device), torch.tensor(HILBERT_NEXT, device=device)
+    return torch.tensor(HILBERT_DIGITS, device=device), torch.tensor(HILBERT_NEXT, device=device)
 
 
 def hilbert_from_morton(morton: torch.Tensor, depth: int) -> torch.Tensor:

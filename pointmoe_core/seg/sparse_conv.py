@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.device import device_constants
 from ..common.grouped_mm import GROUPED_WIDTH, compute_dtype, fused, grouped_mm, grouped_operand, kept_operand
 
 
@@ -126,17 +127,16 @@ def build_neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_si
                         torch.cat([cols, all_rows, rows.flip(0)]), ends.to(torch.int32))
 
 
-@functools.cache
+@device_constants
 def _kernel_rows(kernel_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dy) of the kernel's (dx, dy) rows up to the centre's, and the flattened indices of the
-    offsets before the centre: constants of the kernel size, made once per device."""
+    offsets before the centre: constants of the kernel size."""
     radius = kernel_size // 2
     centre = kernel_size**3 // 2
     rows_xy = centre // kernel_size + 1
-    with torch.inference_mode(False):  # kept for later calls, inference or not
-        span = torch.arange(-radius, radius + 1, device=device)
-        dx, dy = span.repeat_interleave(kernel_size), span.repeat(kernel_size)
-        return dx[:rows_xy], dy[:rows_xy], torch.arange(centre, device=device)
+    span = torch.arange(-radius, radius + 1, device=device)
+    dx, dy = span.repeat_interleave(kernel_size), span.repeat(kernel_size)
+    return dx[:rows_xy], dy[:rows_xy], torch.arange(centre, device=device)
 
 
 def _search_sorted(sorted_keys: torch.Tensor, query: torch.Tensor, int32: bool) -> torch.Tensor:
