@@ -37,6 +37,7 @@ from pointmoe_core.plan.instances import instances_from_segmentation
 from pointmoe_core.seg.perception import PerceptionResult, info_fields, segment_cloud
 from pointmoe_core.sim.bridge import RavensBridge
 from pointmoe_core.sim.cameras import TOP, CameraConfig
+from pointmoe_core.sim.episode import env_counts, open_env, run_episode, summarize, unscorable_note
 from pointmoe_core.sim.observe import CROP_BOUNDS, SceneCloud
 from pointmoe_core.sim.pictures import annotate_steps, project, save_png
 from pointmoe_core.train.metrics import confusion_matrix, scores
@@ -315,7 +316,6 @@ def run_pipeline(args: Any) -> dict:
     writes the pictures and the bag under ``args.out``; returns the summary."""
     from pointmoe_core.plan.interface import load_planner
     from pointmoe_core.seg.segmenter import Segmenter
-    from pointmoe_core.sim.episode import open_env, run_episode, summarize
     from pointmoe_core.sim.objects import SEMANTIC_CLASSES
     from pointmoe_core.viz.render import render_cloud_png
 
@@ -338,7 +338,8 @@ def run_pipeline(args: Any) -> dict:
                                 args.seed)
         for name in args.tasks:
             stats = agent.start_task()
-            with open_env(args.env, name, args.split, args.image_size, args.assets_root, args.lohoravens_root) as env:
+            with open_env(args.env, name, args.split, args.image_size, args.assets_root, args.lohoravens_root,
+                          args.repair_scoring) as env:
                 bridge = RavensBridge(env, voxel_size=VOXEL_SIZE)
                 episodes = []
                 for index in range(args.episodes):
@@ -351,7 +352,8 @@ def run_pipeline(args: Any) -> dict:
                           f"score {episode.score:.2f}, {len(episode.steps)} steps"
                           f"{', refused: ' + episode.refused if episode.refused else ''} "
                           f"({time.perf_counter() - start:.1f} s)", flush=True)
-            tasks[name] = {**summarize(episodes), **stats.summary()}
+                counts = env_counts(env)
+            tasks[name] = {**summarize(episodes), **stats.summary(), **counts}
             if stats.first_frame is not None:
                 tasks[name].update(save_task_pictures(stats.first_frame, out / name, render_cloud_png))
     _print_table(tasks)
@@ -383,3 +385,5 @@ def _print_table(tasks: dict[str, dict]) -> None:
     for name, task in tasks.items():
         if task["failures"]:
             print(f"{name} failures: " + ", ".join(f"{reason} {count}" for reason, count in task["failures"].items()))
+        if note := unscorable_note(task):
+            print(f"{name}: {note}")

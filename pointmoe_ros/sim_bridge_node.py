@@ -4,7 +4,8 @@ Publishes the fused scene cloud on ``~/output/points`` at ``rate_hz`` and the ta
 on ``~/output/instruction`` (transient-local: a late planner still gets it); executes each
 ``pointmoe_ros/PoseSequence`` received on ``~/input/pose_sequence`` step by step and reports
 ``{"episode", "step", "reward", "done", "success"}`` as JSON on ``~/output/status`` after every
-reset and every executed plan (step and reward are the episode's totals so far). A refused plan
+reset and every executed plan (step and reward are the episode's totals so far; plus
+``"unscorable"``, why, on a LoHoRavens layout its own scorer cannot credit). A refused plan
 (a pose outside the workspace, a non-unit quaternion, or any plan once the episode is done) is
 logged and nothing is sent to the simulator.
 

@@ -278,6 +278,9 @@ class EpisodeRunner:
 
     def status(self) -> dict:
         """The episode's state as JSON-ready values: episode, step, reward (the episode's total so
-        far), done, success."""
-        return {"episode": self.episode, "step": self.steps, "reward": self.reward, "done": self.done,
-                "success": self.success}
+        far), done, success; and ``unscorable``, why, where the env cannot credit this layout
+        (``sim.lohoravens``)."""
+        status = {"episode": self.episode, "step": self.steps, "reward": self.reward, "done": self.done,
+                  "success": self.success}
+        unscorable = getattr(self.bridge.env, "unscorable", "")
+        return {**status, "unscorable": unscorable} if unscorable else status

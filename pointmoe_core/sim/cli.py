@@ -30,7 +30,17 @@ import numpy as np
 
 from ..common.cli_args import image_size
 from .bridge import RavensBridge
-from .episode import Episode, Policy, add_env_arguments, open_env, oracle_planner, run_episode, summarize
+from .episode import (
+    Episode,
+    Policy,
+    add_env_arguments,
+    env_counts,
+    open_env,
+    oracle_planner,
+    run_episode,
+    summarize,
+    unscorable_note,
+)
 from .language import ObjectFact, object_metadata, scene_objects
 from .lohoravens import LOHORAVENS_TASKS
 from .objects import SEMANTIC_CLASSES
@@ -147,7 +157,8 @@ def _task_names(args: argparse.Namespace) -> list[str]:
 
 
 def _make_env(args: argparse.Namespace, task_name: str):
-    return open_env(args.env, task_name, args.split, args.image_size, args.assets_root, args.lohoravens_root)
+    return open_env(args.env, task_name, args.split, args.image_size, args.assets_root, args.lohoravens_root,
+                    args.repair_scoring)
 
 
 def write_demos(args: argparse.Namespace) -> dict:
@@ -251,14 +262,15 @@ def evaluate(args: argparse.Namespace) -> dict:
                       f"{'success' if episodes[-1].success else 'failure (' + episodes[-1].failure + ')'}, "
                       f"score {episodes[-1].score:.2f}, {len(episodes[-1].steps)} steps", flush=True)
             pictures = _draw_episode(episodes[0], bridge, args.out / f"{name}")
-            redraws = getattr(env, "layout_redraws", 0)
-        results[name] = {**summarize(episodes), **pictures, "seeds": [args.seed, args.seed + args.episodes - 1]}
-        if redraws:
-            results[name]["layout_redraws"] = redraws  # resets whose own layout code raised (sim.lohoravens)
+            counts = env_counts(env)
+        results[name] = {**summarize(episodes), **pictures, "seeds": [args.seed, args.seed + args.episodes - 1],
+                         **counts}
         if stats is not None:
             results[name].update(stats.summary())
         print(f"{name}: success {results[name]['success_rate']:.3f}, mean score {results[name]['mean_score']:.3f} "
               f"over {len(episodes)} episodes ({args.env}, {args.split}); failures {results[name]['failures']}")
+        if note := unscorable_note(results[name]):
+            print(f"{name}: {note}")
     return {
         "ok": True, "env": args.env, "planner": args.planner, "seg_checkpoint": _text(args.seg_checkpoint),
         "steps": args.steps, "snap_radius": args.snap_radius, "split": args.split, "seed": args.seed,

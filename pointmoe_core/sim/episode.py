@@ -9,6 +9,9 @@ The verdict is the environment's own: ``info['success']`` / ``info['score']`` wh
 * ``refused action``: the bridge refused the planner's pose (outside the workspace, NaN, ...);
 * ``arm timeout``: the env ended the episode because the arm's motion timed out (not a plan's fault);
 * ``planner stopped``: the planner returned no action before the task was done;
+* ``unscorable layout``: the env's own scorer cannot be satisfied by a plan that follows the
+  instruction (``env.unscorable`` says why: ``sim.lohoravens``); counted apart, as
+  ``success_rate_scorable`` leaves those layouts out;
 * otherwise the step limit ended it, and the reason is what went wrong in its first unrewarded
   step, where the episode went off course (later steps often only repeat it: a block put on the
   wrong target is then picked and put down where it lies): ``missed pick`` (nothing was carried),
@@ -31,12 +34,14 @@ import numpy as np
 from .bridge import NoCloud, RavensBridge, succeeded
 from .poses import ActionRefused, PoseStep
 
-__all__ = ["ENVS", "FAILURES", "Episode", "Policy", "open_env", "oracle_planner", "run_episode", "summarize"]
+__all__ = ["ENVS", "FAILURES", "Episode", "Policy", "env_counts", "open_env", "oracle_planner", "run_episode",
+           "summarize", "unscorable_note"]
 
 # what acts in an episode: the scene the bridge shows -> the next Ravens action, None to stop (the
 # oracle, or a planner in closed loop: sim.cli.PoseDiTClosedLoop, demo_pipeline.PerceivePlanAct)
 Policy = Callable[[RavensBridge], "dict | None"]
-FAILURES = ("refused action", "arm timeout", "planner stopped", "missed pick", "wrong object", "missed placement")
+FAILURES = ("refused action", "arm timeout", "unscorable layout", "planner stopped", "missed pick", "wrong object",
+            "missed placement")
 ENVS = ("ours", "lohoravens")
 
 
@@ -54,6 +59,7 @@ class Episode:
     success: bool = False
     refused: str = ""  # why the bridge refused the planner's action, if it did
     failure: str = ""  # one of FAILURES when the episode failed
+    unscorable: str = ""  # why the env's scorer cannot credit this layout (sim.lohoravens), "" if it can
     plan_seconds: list[float] = field(default_factory=list)  # per planner call (perception included)
     execute_seconds: list[float] = field(default_factory=list)  # per executed step (motion, physics, cameras)
 
@@ -95,7 +101,7 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Policy, keep_observati
         bridge.reset()
     except NoCloud:
         pass  # the env did reset; a planner that needs the cloud gets this reason from bridge.cloud()
-    episode = Episode(task_name(env), seed, bridge.instruction)
+    episode = Episode(task_name(env), seed, bridge.instruction, unscorable=getattr(env, "unscorable", ""))
     if keep_observations:
         episode.observations.append(bridge.obs)
     max_steps = getattr(env, "max_steps", None) or getattr(getattr(env, "task", None), "max_steps", None)
@@ -127,15 +133,20 @@ def run_episode(bridge: RavensBridge, seed: int, planner: Policy, keep_observati
         episode.failure = ""
     elif not episode.failure:
         episode.failure = "arm timeout" if info.get("timeout") else (first_failure or "missed placement")
+    if not episode.success and episode.unscorable and episode.failure not in ("refused action", "arm timeout"):
+        episode.failure = "unscorable layout"
     return episode
 
 
 def summarize(episodes: list[Episode]) -> dict:
     """Success rate, mean score (reward), steps, failure reasons and median seconds per stage."""
     failures = Counter(e.failure for e in episodes if not e.success)
+    scorable = [e.success for e in episodes if not e.unscorable]
     return {
         "episodes": len(episodes),
         "success_rate": float(np.mean([e.success for e in episodes])),
+        "unscorable": len(episodes) - len(scorable),
+        "success_rate_scorable": float(np.mean(scorable)) if scorable else None,
         "mean_score": float(np.mean([e.score for e in episodes])),
         "mean_steps": float(np.mean([len(e.steps) for e in episodes])),
         "refused": sum(bool(e.refused) for e in episodes),
@@ -145,19 +156,39 @@ def summarize(episodes: list[Episode]) -> dict:
     }
 
 
+def env_counts(env: Any) -> dict[str, int]:
+    """What a LoHoRavens env coped with over its episodes (``sim.lohoravens``), where non-zero:
+    ``layout_redraws`` (resets whose own layout code raised) and ``scoring_repairs`` (goals
+    scored against their own target zone, ``repair_scoring``)."""
+    counts = {name: int(getattr(env, name, 0)) for name in ("layout_redraws", "scoring_repairs")}
+    return {name: count for name, count in counts.items() if count}
+
+
+def unscorable_note(summary: dict) -> str:
+    """One line on the layouts the env's scorer cannot credit, "" when there were none."""
+    if not summary["unscorable"]:
+        return ""
+    rest = summary["episodes"] - summary["unscorable"]
+    on_rest = f"success on the other {rest}: {summary['success_rate_scorable']:.2f}" if rest else "no other layout"
+    return (f"{summary['unscorable']} of {summary['episodes']} layouts unscorable (the env's own scorer counts a "
+            f"goal's blocks in another zone than its target); {on_rest}")
+
+
 def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
 def open_env(env: str, task: str, split: str = "test", image_size: tuple[int, int] = (480, 640),
-             assets_root: str | None = None, lohoravens_root: str | None = None) -> Any:
+             assets_root: str | None = None, lohoravens_root: str | None = None,
+             repair_scoring: bool | None = None) -> Any:
     """The environment of ``task``: ``ours`` (``TabletopEnv``, colour ``split`` train/test) or
     ``lohoravens`` (the checkout at ``lohoravens_root`` or ``$LOHORAVENS_ROOT``, in mode ``split``;
-    its cameras are its own, so ``image_size`` does not apply)."""
+    its cameras are its own, so ``image_size`` does not apply; ``repair_scoring``: see
+    ``sim.lohoravens``)."""
     if env == "lohoravens":
         from .lohoravens import make_env
 
-        return make_env(task, split, lohoravens_root, assets_root)
+        return make_env(task, split, lohoravens_root, assets_root, repair_scoring)
     if env != "ours":
         raise ValueError(f"env must be one of {', '.join(ENVS)}, got {env!r}")
     from .env import EnvConfig, TabletopEnv
@@ -179,3 +210,7 @@ def add_env_arguments(parser: argparse.ArgumentParser, split: str = "test") -> N
                         help=f"colour split (ours: train/test) or LoHoRavens mode (default {split})")
     parser.add_argument("--assets-root", help="ours: Ravens/LoHoRavens assets folder, use the UR5 arm; "
                         "Google Ravens as --env lohoravens: its URDF folder")
+    parser.add_argument("--repair-scoring", action="store_true", default=None,
+                        help="--env lohoravens: score a goal that counts its blocks in another zone than its "
+                        "target against its target (default: as the checkout scores it, such layouts counted "
+                        "as unscorable; or $LOHORAVENS_REPAIR_SCORING=1)")

@@ -29,6 +29,14 @@ Two things in LoHoRavens at 3d5a909 are coped with here, without editing the che
   ``c not in None`` when it draws no distractor zone); the layout is then drawn again from the
   same seeded stream, and ``layout_redraws`` counts how often.
 
+One more is reported, not hidden: some layouts score a goal against another zone than the one it
+targets (``put-even-blocks-in-same-color-zone`` with 8 blocks of 3 colours, the third colour even:
+its goal targets the third zone but counts the blocks inside the first, of another colour), so no
+plan that follows the instruction, their own oracle's included, can succeed there. After each
+reset ``unscorable`` says why such a layout cannot be scored ("" for the others) and the episode
+loop counts it apart; with ``repair_scoring`` the goal is scored against its own target zone
+instead (``scoring_repairs`` counts those), for seeing what a planner does on those layouts.
+
 Poses: Ravens' pick-place primitive approaches both poses along their own z axis and its oracle
 sends a level gripper (yaw only). The bridge therefore sends yaw-only quaternions to these
 environments (``RavensBridge(upright=True)``); see ``pointmoe_core.sim.bridge``.
@@ -54,13 +62,14 @@ from .objects import BLOCK_SIZES, COLORS, SceneObject
 from .poses import quat_matrix
 
 __all__ = ["ROOT_ENV_VAR", "Checkout", "CheckoutError", "RavensTaskEnv", "find_checkout", "make_env",
-           "task_names"]
+           "misscored_zone_goals", "scored_against_target", "task_names"]
 
 log = logging.getLogger(__name__)
 
 ROOT_ENV_VAR = "LOHORAVENS_ROOT"  # a LoHoRavens (or Ravens) checkout, when not given by argument
 TASK_ENV_VAR = "LOHORAVENS_TASK"
 MODE_ENV_VAR = "LOHORAVENS_MODE"
+REPAIR_ENV_VAR = "LOHORAVENS_REPAIR_SCORING"  # "1": score a goal against its own target zone
 ASSETS_ENV_VAR = "RAVENS_ASSETS"  # Google Ravens' URDF folder (its PyPI wheel ships none)
 # the LoHoRavens tasks whose success we measure (README): stack-block-in-absolute-area is left out,
 # as its own oracle cannot score it (goal heights 0.08-0.16 m against blocks resting at 0.02-0.03 m)
@@ -211,7 +220,7 @@ class RavensTaskEnv:
     the wrapped environment's, so their own oracle (``env.task.oracle(env)``) works through it.
     """
 
-    def __init__(self, checkout: Checkout, task: str, mode: str = "test"):
+    def __init__(self, checkout: Checkout, task: str, mode: str = "test", repair_scoring: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         registry = import_module(checkout, "tasks").names
@@ -230,6 +239,7 @@ class RavensTaskEnv:
         self.env = environment(str(checkout.assets_root), disp=False, **kwargs)
         self._seed: int | None = None
         self.layout_redraws = 0
+        self.repair_scoring, self.scoring_repairs, self.unscorable = repair_scoring, 0, ""
         self.steps, self.total_reward = 0, 0.0
         self._segm: dict[int, np.ndarray] = {}
         self._objects: dict[int, SceneObject] | None = None  # per episode, from the first use
@@ -329,8 +339,27 @@ class RavensTaskEnv:
                             self.task_name, self._seed, type(error).__name__, error)
                 continue
             self.steps, self.total_reward, self._objects = 0, 0.0, None
+            self._check_scoring()
             return self._with_segmentation(obs)
         raise RuntimeError(f"{self.task_name}: {MAX_LAYOUT_DRAWS} layouts in a row raised in the task's own reset")
+
+    def _check_scoring(self) -> None:
+        """Find goals scored against another zone than their target; repair or report them."""
+        zones = {body: (self.object_pose(body)[0][:2], obj.color) for body, obj in self.objects.items()
+                 if obj.kind == "zone"}
+        problems = misscored_zone_goals(self.env.task.goals, zones)
+        why = "; ".join(f"goal {index} {what}" for index, what in problems)
+        self.unscorable = "" if self.repair_scoring else why
+        if why and self.repair_scoring:
+            goals = self.env.task.goals
+            for index, _ in problems:
+                goals[index] = scored_against_target(goals[index])
+            self.scoring_repairs += 1
+            log.warning("%s (seed %s): %s; scoring it against its target zone (repair_scoring)",
+                        self.task_name, self._seed, why)
+        elif why:
+            log.warning("%s (seed %s): %s: no plan that follows the instruction can succeed on this layout, "
+                        "counted as unscorable", self.task_name, self._seed, why)
 
     @property
     def max_steps(self) -> int:
@@ -388,16 +417,50 @@ class RavensTaskEnv:
         self.close()
 
 
+ZONE_METRICS = ("zone", "zone_with_z_match")
+
+
+def misscored_zone_goals(goals: list[tuple], zones: dict[int, tuple[np.ndarray, str]],
+                         tolerance: float = 0.005) -> list[tuple[int, str]]:
+    """The Ravens goals ``(objects, matches, targets, replace, rotations, metric, params,
+    max_reward)`` whose zone scorer (``params = (object points, [(zone pose, zone size)])``)
+    counts their objects inside another zone body than the one their target pose is on:
+    ``(index, what)`` each. ``zones``: zone body -> (x, y of its link frame, colour). A goal
+    whose target or scored zone is no zone body (an area named in words) is left alone."""
+    def zone_at(position) -> int | None:
+        xy = np.asarray(position, float)[:2]
+        return next((body for body, (at, _) in zones.items() if np.linalg.norm(at - xy) < tolerance), None)
+
+    problems = []
+    for index, goal in enumerate(goals):
+        if len(goal) != 8 or goal[5] not in ZONE_METRICS or len(goal[2]) != 1 or len(goal[6][1]) != 1:
+            continue
+        target_zone, scored_zone = zone_at(goal[2][0][0]), zone_at(goal[6][1][0][0][0])
+        if None not in (target_zone, scored_zone) and target_zone != scored_zone:
+            problems.append((index, f"targets the {zones[target_zone][1]} zone but counts its blocks inside the "
+                                    f"{zones[scored_zone][1]} zone"))
+    return problems
+
+
+def scored_against_target(goal: tuple) -> tuple:
+    """A one-zone goal whose scorer counts its objects inside its own target pose's zone."""
+    objects, matches, targets, replace, rotations, metric, (points, [(_, zone_size)]), max_reward = goal
+    return objects, matches, targets, replace, rotations, metric, (points, [(targets[0], zone_size)]), max_reward
+
+
 @functools.lru_cache(maxsize=None)
 def _checkout(root: str | None, assets_root: str | None) -> Checkout:
     return find_checkout(root, assets_root)
 
 
 def make_env(task: str | None = None, mode: str | None = None, root: str | None = None,
-             assets_root: str | None = None) -> RavensTaskEnv:
+             assets_root: str | None = None, repair_scoring: bool | None = None) -> RavensTaskEnv:
     """The env for ``env_factory`` (``pointmoe_core.sim.lohoravens:make_env``): arguments left out
     come from ``$LOHORAVENS_TASK`` (default pick-and-place-primitive), ``$LOHORAVENS_MODE``
-    (default test), ``$LOHORAVENS_ROOT`` and ``$RAVENS_ASSETS``."""
+    (default test), ``$LOHORAVENS_ROOT``, ``$RAVENS_ASSETS`` and ``$LOHORAVENS_REPAIR_SCORING``
+    ("1": score goals against their own target zones; default: as the checkout scores them)."""
     task = task or os.environ.get(TASK_ENV_VAR, "pick-and-place-primitive")
     mode = mode or os.environ.get(MODE_ENV_VAR, "test")
-    return RavensTaskEnv(_checkout(root, assets_root), task, mode)
+    if repair_scoring is None:
+        repair_scoring = os.environ.get(REPAIR_ENV_VAR, "0") == "1"
+    return RavensTaskEnv(_checkout(root, assets_root), task, mode, repair_scoring)

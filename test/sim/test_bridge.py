@@ -147,6 +147,8 @@ def test_episodes_refuse_plans_once_done_until_reset():
     assert runner.episode == 0  # a refused reset starts nothing
     runner.reset()
     assert runner.status()["episode"] == 1 and not runner.done and not runner.reset_due()
+    runner.bridge.env.unscorable = "goal 0 targets the purple zone but counts its blocks inside the green zone"
+    assert runner.status()["unscorable"].startswith("goal 0 targets the purple zone")  # said on the status topic
     never = EpisodeRunner(RavensBridge(RecordingEnv()), auto_reset_s=0.0, clock=lambda: now[0])
     never.reset()
     never.execute([GOOD, GOOD])

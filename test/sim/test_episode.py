@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from pointmoe_core.sim.bridge import RavensBridge
-from pointmoe_core.sim.episode import FAILURES, open_env, oracle_planner, run_episode, summarize
+from pointmoe_core.sim.episode import (
+    FAILURES,
+    env_counts,
+    open_env,
+    oracle_planner,
+    run_episode,
+    summarize,
+    unscorable_note,
+)
 
 PICK = {"pose0": (np.array([0.4, 0.1, 0.02]), np.array([0, 0, 0, 1.0])),
         "pose1": (np.array([0.6, -0.1, 0.02]), np.array([0, 0, 0, 1.0]))}
@@ -15,8 +23,8 @@ PICK = {"pose0": (np.array([0.4, 0.1, 0.02]), np.array([0, 0, 0, 1.0])),
 class ScriptedEnv:
     """A Ravens-style env whose steps return the given (reward, done, info) in turn."""
 
-    def __init__(self, outcomes, max_steps=5):
-        self.outcomes, self.max_steps, self.sent = list(outcomes), max_steps, []
+    def __init__(self, outcomes, max_steps=5, unscorable=""):
+        self.outcomes, self.max_steps, self.sent, self.unscorable = list(outcomes), max_steps, [], unscorable
 
     def seed(self, seed):
         return seed
@@ -93,3 +101,26 @@ def test_open_env_names_what_is_wrong():
         open_env("ours", "stack-everything")
     with pytest.raises(ValueError, match="colour splits are train and test"):
         open_env("ours", "pick-and-place-primitive", split="val")
+
+
+def test_a_layout_the_env_cannot_score_is_counted_apart():
+    why = "goal 0 targets the purple zone but counts its blocks inside the green zone"
+    missed = [(0.0, False, {"picked": True, "picked_goal_object": True})] * 2
+    unscorable = _run(missed, max_steps=2, unscorable=why)
+    assert unscorable.failure == "unscorable layout" and unscorable.unscorable == why
+    # a fault of the planner or the arm keeps its own reason on such a layout
+    assert _run([(0.0, True, {"timeout": True})], unscorable=why).failure == "arm timeout"
+    summary = summarize([unscorable, _run([(1.0, True, {})]), _run(missed, max_steps=2)])
+    assert summary["success_rate"] == pytest.approx(1 / 3) and summary["unscorable"] == 1
+    assert summary["success_rate_scorable"] == pytest.approx(1 / 2)
+    assert summary["failures"] == {"unscorable layout": 1, "missed placement": 1}
+    assert unscorable_note(summary) == ("1 of 3 layouts unscorable (the env's own scorer counts a goal's blocks in "
+                                        "another zone than its target); success on the other 2: 0.50")
+    assert unscorable_note(summarize([_run([(1.0, True, {})])])) == ""
+
+
+def test_env_counts_names_only_what_happened():
+    class Counted:
+        layout_redraws, scoring_repairs = 2, 0
+
+    assert env_counts(Counted()) == {"layout_redraws": 2} and env_counts(object()) == {}

@@ -6,8 +6,11 @@ the yaw-only poses the bridge sends. One environment is built for the whole modu
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import random
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -28,6 +31,8 @@ from pointmoe_core.sim.lohoravens import (
     find_checkout,
     import_module,
     make_env,
+    misscored_zone_goals,
+    scored_against_target,
     task_names,
 )
 from pointmoe_core.sim.objects import SEMANTIC_CLASSES
@@ -64,6 +69,31 @@ def test_set_sampling_shim_sorts_sets_and_follows_the_seed():
     value = shim.random()  # everything else is the real module, seeded with it
     random.seed(5)
     assert value == random.random() and shim.randint is random.randint
+
+
+def _zone_goal(target_xy, scored_xy, metric="zone"):
+    """A goal shaped as LoHoRavens' put-even-blocks-in-same-color-zone makes it (two blocks, one zone)."""
+    points = {5: np.zeros((3, 8)), 6: np.zeros((3, 8))}
+    target, scored = ((np.array([*xy, 0.0]), np.array([0, 0, 0, 1.0])) for xy in (target_xy, scored_xy))
+    return [(5, (0, None)), (6, (0, None))], np.ones((2, 1)), [target], True, False, metric, \
+        (points, [(scored, (0.15, 0.15, 0))]), 1
+
+
+ZONES = {11: (np.array([0.40, 0.05]), "purple"), 12: (np.array([0.37, -0.27]), "green")}
+
+
+def test_a_goal_scored_against_another_zone_is_found_and_can_be_scored_against_its_target():
+    right = _zone_goal((0.40, 0.05), (0.402, 0.05))
+    wrong = _zone_goal((0.40, 0.05), (0.37, -0.27))
+    area = _zone_goal((0.60, 0.30), (0.37, -0.27))  # a target that is no zone body: an area in words
+    pose = (*_zone_goal((0.40, 0.05), (0.37, -0.27))[:5], "pose", None, 1)
+    assert misscored_zone_goals([right, wrong, area, pose], ZONES) == [
+        (1, "targets the purple zone but counts its blocks inside the green zone")]
+    assert misscored_zone_goals([_zone_goal((0.40, 0.05), (0.37, -0.27), "zone_with_z_match")], ZONES)
+    repaired = scored_against_target(wrong)
+    assert misscored_zone_goals([repaired], ZONES) == []
+    assert repaired[6][0] is wrong[6][0] and repaired[6][1][0][1] == (0.15, 0.15, 0)
+    assert all(a is b for a, b in zip(repaired[:6], wrong[:6])) and repaired[7] == wrong[7]
 
 
 def test_lohoravens_top_camera_is_read_with_one_focal_length():
@@ -305,6 +335,7 @@ def test_same_seed_same_layout(ravens_env, first_episode, oracle_episode):
         np.testing.assert_allclose(again[body][1], orientation, atol=1e-6)
         np.testing.assert_array_equal(again[body][2], colour)
     assert ravens_env.layout_redraws == 0
+    assert ravens_env.unscorable == "" and ravens_env.scoring_repairs == 0  # its goals score what they target
 
 
 @pytest.mark.slow
@@ -335,3 +366,35 @@ def test_tilted_poses_sent_as_they_are_are_executed_tilted(ravens_env, first_epi
     moved = np.linalg.norm(position - level_position)
     turned = np.degrees(2 * np.arccos(min(1.0, abs(float(np.dot(orientation, level_orientation))))))
     assert moved > 0.003 or turned > 10, f"tilted and level placements agree: {moved * 1000:.1f} mm, {turned:.1f} deg"
+
+
+LOHORAVENS_ROOT = os.environ.get("LOHORAVENS_ROOT", "")
+CHECK_SCORING = """
+import json, sys
+from pointmoe_core.sim.lohoravens import make_env
+seen = {}
+for repair in (False, True):
+    with make_env("put-even-blocks-in-same-color-zone", "test", repair_scoring=repair) as env:
+        env.seed(10031)
+        env.reset()
+        goal = env.task.goals[0]
+        seen[str(repair)] = [env.unscorable, env.scoring_repairs, [float(v) for v in goal[2][0][0][:2]],
+                             [float(v) for v in goal[6][1][0][0][0][:2]]]
+print("\\nseen:", json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LOHORAVENS_ROOT, reason="no LoHoRavens checkout in $LOHORAVENS_ROOT")
+def test_lohoravens_layout_scored_against_another_zone_is_reported_or_repaired():
+    """LoHoRavens 3d5a909, test seed 10031: 8 blocks of 3 colours, the third colour even; its goal
+    targets that colour's zone and counts the blocks inside the first colour's. Run in its own
+    process: this module's Ravens checkout holds the tasks' module names here."""
+    run = subprocess.run([sys.executable, "-c", CHECK_SCORING], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.rsplit("seen:", 1)[-1])  # PyBullet prints without line ends
+    why, repairs, target, scored = seen["False"]
+    assert why == "goal 0 targets the purple zone but counts its blocks inside the green zone" and repairs == 0
+    assert np.linalg.norm(np.subtract(target, scored)) > 0.1
+    why, repairs, target, scored = seen["True"]
+    assert why == "" and repairs == 1 and target == scored
