@@ -2,7 +2,8 @@
 PyPI, installed ``--no-deps``; its URDFs from ../shared/data/ravens_assets): loading without the
 package ``__init__``, camera reading, seeding, success and score from the task's own reward, and
 the yaw-only poses the bridge sends. One environment is built for the whole module (resets take
-5-17 s on a shared 2-core machine); a LoHoRavens checkout is not needed."""
+5-17 s on a shared 2-core machine); a LoHoRavens checkout is needed only by the one slow test that
+reads its scoring, which skips without ``$LOHORAVENS_ROOT``."""
 from __future__ import annotations
 
 import importlib.metadata
