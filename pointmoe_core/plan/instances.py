@@ -357,11 +357,11 @@ def _box_frame(yaw: float) -> np.ndarray:
     return np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
 
 
-def footprint(xyz: np.ndarray, top_layer: float = 0.01, outline_disagreement: float = 0.003
-              ) -> tuple[np.ndarray, float]:
+def footprint(xyz: np.ndarray, top_layer: float = 0.01, outline_disagreement: float = 0.003,
+              flat_height: float = InstanceClusteringConfig.flat_height) -> tuple[np.ndarray, float]:
     """Centre (x, y) and yaw (``square_yaw``) of an object's top points (xyz (N, 3) metres; those
     within ``top_layer`` of its highest) seen from above: the centre of the smallest box around
-    them, or, for a flat square outline (a zone) whose box centre is more than
+    them, or, for a square outline lower than ``flat_height`` (a zone) whose box centre is more than
     ``outline_disagreement`` from it, of the square its strips lie on (``outline_centre``).
     Where to put a block needs the target's centre to about a centimetre and its yaw to 15 degrees
     (Ravens' tolerances): the axis-aligned box of a turned zone outline, part of it taken for
@@ -373,7 +373,7 @@ def footprint(xyz: np.ndarray, top_layer: float = 0.01, outline_disagreement: fl
     frame = _box_frame(yaw)
     turned = xy @ frame
     centre = (turned.min(0) + turned.max(0)) / 2
-    if np.ptp(xyz[:, 2]) < top_layer and _hollow(turned, centre):  # an outline on the table, not a bowl's rim
+    if np.ptp(xyz[:, 2]) < flat_height and _hollow(turned, centre):  # an outline on the table, not a bowl's rim
         fitted = outline_centre(turned, centre)
         # a whole outline's box is the finer centre (0.2 mm median on LoHoRavens zones against the
         # square's 0.6 mm); the two part only where some of the outline is missing or stray
